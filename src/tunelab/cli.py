@@ -1,0 +1,149 @@
+"""The `tunelab` command line.
+
+Each command is one entry in ``COMMANDS``: a name, its help, a function adding its arguments,
+and a handler. A user's mistake (``TunelabError``) prints one line per problem and exits 2;
+anything else is a bug and exits 1 with a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+from tunelab import __version__
+from tunelab.errors import TunelabError
+
+MAX_PROBLEMS_SHOWN = 20
+
+OVERRIDES_HELP = ("settings that replace the config's, as section.key=value (e.g. train.epochs=2 lora.r=16); "
+                  "values are YAML (null, true, [q_proj, v_proj]). `tunelab config schema` lists every key")
+
+
+@dataclass
+class Command:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int | None]
+    description: str = ""
+
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML config file (see configs/ for examples)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    from tunelab import prepare
+    from tunelab.config import load_config
+    from tunelab.data.report import summary_text
+    from tunelab.runs import read_json
+
+    cfg = load_config(args.config, args.overrides)
+    run_dir = prepare.run(cfg)
+    print(summary_text(read_json(run_dir / "data_report.json")))
+    print(f"wrote {run_dir}/ (data/, tokenizer/, data_report.json, config.yaml)")
+
+
+def _config_show(args: argparse.Namespace) -> None:
+    from tunelab.config import load_config, to_yaml
+
+    print(to_yaml(load_config(args.config, args.overrides)), end="")
+
+
+def _config_schema(args: argparse.Namespace) -> None:
+    from tunelab.config import schema_text
+
+    print(schema_text(), end="")
+
+
+def _make_tiny_arguments(parser: argparse.ArgumentParser) -> None:
+    from tunelab.tiny import ARCHITECTURES
+
+    parser.add_argument("--arch", required=True, choices=sorted(ARCHITECTURES), help="model family to build")
+    parser.add_argument("--out", required=True, help="folder to write the model and tokenizer to")
+    parser.add_argument("--hidden", type=int, default=64, help="hidden size (default 64)")
+    parser.add_argument("--layers", type=int, default=2, help="transformer layers (default 2)")
+    parser.add_argument("--heads", type=int, default=4, help="attention heads; must divide --hidden (default 4)")
+    parser.add_argument("--vocab-size", type=int, default=2048, help="BPE vocabulary size (default 2048)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the random weights (default 0)")
+
+
+def _make_tiny(args: argparse.Namespace) -> None:
+    from tunelab.tiny import make_tiny_model
+
+    if args.hidden < 1 or args.layers < 1 or args.heads < 1 or args.hidden % args.heads:
+        raise TunelabError(f"--hidden {args.hidden}, --layers {args.layers}, --heads {args.heads}: sizes must be "
+                           "positive and --heads must divide --hidden")
+    if args.vocab_size < 300:
+        raise TunelabError(f"--vocab-size {args.vocab_size}: too small; a byte-level BPE needs at least 300")
+    out = make_tiny_model(args.arch, args.out, hidden=args.hidden, layers=args.layers, heads=args.heads,
+                          vocab_size=args.vocab_size, seed=args.seed)
+    print(f"wrote a tiny {args.arch} model to {out}/ (use it with model.name={out})")
+
+
+COMMANDS: dict[str, Command] = {
+    "prepare": Command("validate, split and tokenize the data a config describes", _config_arguments, _prepare,
+                       "Reads the config's data, explains every bad row (exit code 2, nothing written), removes "
+                       "duplicates, splits validation/test off train when not given, tokenizes, and writes the "
+                       "run folder (output.dir) with data_report.json."),
+    "make-tiny-model": Command("write a tiny random causal LM for offline tests and demos", _make_tiny_arguments,
+                               _make_tiny),
+}
+
+CONFIG_COMMANDS: dict[str, Command] = {
+    "show": Command("print the resolved config (file + overrides + defaults)", _config_arguments, _config_show),
+    "schema": Command("print every config option with its type, default and help", lambda p: None, _config_schema),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunelab",
+        description="Fine-tune pre-trained language models on your own data and measure what it bought you. "
+                    "One YAML config drives every stage.")
+    parser.add_argument("--version", action="version", version=f"tunelab {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        sub = commands.add_parser(name, help=command.help, description=command.description or command.help)
+        command.add_arguments(sub)
+        sub.set_defaults(handler=command.handler)
+    config = commands.add_parser("config", help="show the resolved config or the schema of every option",
+                                 description="Inspect configs.")
+    config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
+    for name, command in CONFIG_COMMANDS.items():
+        sub = config_commands.add_parser(name, help=command.help, description=command.help)
+        command.add_arguments(sub)
+        sub.set_defaults(handler=command.handler)
+    return parser
+
+
+def report_problems(err: TunelabError, stream=sys.stderr) -> None:
+    """Print at most MAX_PROBLEMS_SHOWN problem lines and a count of the rest."""
+    count = len(err.problems)
+    heading = f"tunelab: {err.title}" + (f" ({count} problems)" if count > 1 else "")
+    print(heading + ":", file=stream)
+    for line in err.problems[:MAX_PROBLEMS_SHOWN]:
+        print(f"  {line}", file=stream)
+    if count > MAX_PROBLEMS_SHOWN:
+        print(f"  ... and {count - MAX_PROBLEMS_SHOWN} more", file=stream)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 user error, 1 bug, 130 interrupted)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except TunelabError as err:
+        report_problems(err)
+        return 2
+    except KeyboardInterrupt:
+        print("tunelab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

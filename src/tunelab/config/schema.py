@@ -1,0 +1,247 @@
+"""The one config every stage reads: a strict pydantic model.
+
+Defaults live here and only here. Each field's docstring is its help text
+(``tunelab config schema`` prints them). The ``lora`` section uses PEFT's own
+``LoraConfig`` field names, so a user who knows PEFT already knows the YAML.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TASKS = ("classification", "causal_lm")
+DATA_FORMATS = ("auto", "classification", "instruction", "chat", "text")
+# Names of the fine-tuning methods; the training stage registers one function per name.
+METHOD_NAMES = ("full", "freeze", "lora", "dora", "rslora", "adalora", "qlora", "lora-8bit")
+CAUSAL_FORMATS = ("instruction", "chat", "text")
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, docstrings are help."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+
+
+class ModelSection(Section):
+    name: str = "builtin:minilm"
+    """Model to start from: a Hugging Face hub id (e.g. `distilgpt2`), a local folder written by
+    `save_pretrained`, or a built-in: `builtin:minilm` (all-MiniLM-L6-v2, shipped with tunelab),
+    `builtin:tiny-llama`, `builtin:tiny-gpt2` (tiny random causal LMs built on first use)."""
+    revision: Optional[str] = None
+    """Hub revision (branch, tag or commit) to load; ignored for local folders."""
+    trust_remote_code: bool = False
+    """Run model code shipped with a hub repo. Off unless you trust that repo."""
+
+
+class DataSection(Section):
+    train: str
+    """Training data: a .jsonl/.json/.csv/.tsv/.parquet/.txt file, a folder written by
+    `datasets.save_to_disk`, `hf:owner/name[:config]` (through `datasets.load_dataset`), or
+    `builtin:<dataset>/<file>` for tunelab's built-in data."""
+    validation: Optional[str] = None
+    """Validation data (same kinds of source as `train`). Empty: split from `train`."""
+    test: Optional[str] = None
+    """Held-out test data (same kinds of source as `train`). Empty: split from `train`."""
+    format: Literal[DATA_FORMATS] = "auto"
+    """Row format. `auto` detects it from the fields of the first row: text+label ->
+    classification, instruction+output -> instruction, messages/conversations -> chat, text -> text."""
+    text_field: str = "text"
+    """Field holding the input text (classification, text)."""
+    label_field: str = "label"
+    """Field holding the class label (classification); strings or integers."""
+    instruction_field: str = "instruction"
+    """Field holding the instruction (instruction format, Alpaca style)."""
+    input_field: str = "input"
+    """Optional field with extra input for the instruction (instruction format)."""
+    output_field: str = "output"
+    """Field holding the expected response (instruction format)."""
+    messages_field: str = "messages"
+    """Field holding an OpenAI-style list of {role, content} messages (chat format). A ShareGPT
+    `conversations` list of {from, value} is also accepted and mapped."""
+    validation_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    """Share of `train` split off as validation when `validation` is empty."""
+    test_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    """Share of `train` split off as test when `test` is empty."""
+    max_length: int = Field(256, ge=8, le=131072)
+    """Longest example in tokens; longer ones are truncated (or dropped, see `truncation`)."""
+    truncation: Literal["truncate", "drop"] = "truncate"
+    """What to do with examples longer than `max_length`: cut them, or drop them (counted)."""
+    deduplicate: bool = True
+    """Remove exact duplicate rows within each split (counted in the report)."""
+    packing: bool = False
+    """Causal LM only: pack several examples into each `max_length` sequence. Labels never cross
+    an example boundary and position ids restart per example."""
+    mask_prompt: bool = True
+    """Causal LM only: put -100 on prompt tokens so the loss is on completions only."""
+    chat_template: Optional[str] = None
+    """A Jinja chat template to use instead of the tokenizer's own (or tunelab's default when the
+    tokenizer has none)."""
+    max_rows: Optional[int] = Field(None, ge=1)
+    """Use only the first N rows of each source (quick experiments)."""
+
+
+class MethodSection(Section):
+    name: Literal[METHOD_NAMES] = "lora"
+    """Fine-tuning method: full (all weights), freeze (top layers + head), lora, dora, rslora,
+    adalora, qlora (4-bit NF4 base + LoRA), lora-8bit (8-bit base + LoRA)."""
+    init_from: Optional[str] = None
+    """Start from an existing adapter folder (e.g. `runs/x/adapter`) instead of a fresh one."""
+
+
+class LoraSection(Section):
+    r: int = Field(8, ge=1, le=1024)
+    """LoRA rank (PEFT `LoraConfig.r`)."""
+    lora_alpha: float = Field(16, gt=0)
+    """LoRA scaling numerator: updates are scaled by lora_alpha / r (or / sqrt(r) with rsLoRA)."""
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    """Dropout on the LoRA input."""
+    target_modules: Union[str, list[str]] = "all-linear"
+    """Modules to adapt: `all-linear`, a list of module names (e.g. [q_proj, v_proj]) or a regex."""
+    bias: Literal["none", "all", "lora_only"] = "none"
+    """Which biases to train (PEFT `bias`)."""
+    modules_to_save: Optional[list[str]] = None
+    """Extra modules trained in full and saved with the adapter. Classification heads are added
+    automatically."""
+    use_rslora: bool = False
+    """Rank-stabilized LoRA scaling lora_alpha / sqrt(r) (arXiv 2312.03732)."""
+    use_dora: bool = False
+    """Weight-decomposed LoRA (arXiv 2402.09353)."""
+    init_lora_weights: Union[bool, Literal["gaussian", "pissa", "olora", "loftq"]] = True
+    """How to initialise the adapter (PEFT `init_lora_weights`)."""
+
+
+class QuantizationSection(Section):
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"
+    """4-bit data type for QLoRA and 4-bit quantization (NF4 from arXiv 2305.14314)."""
+    bnb_4bit_use_double_quant: bool = True
+    """Also quantize the quantization constants (saves about 0.4 bits per weight)."""
+    bnb_4bit_compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Dtype of the matmuls on a 4-bit base. `auto`: bfloat16 on a GPU that supports it, else float32."""
+    calibration_samples: int = Field(128, ge=1)
+    """Training rows used to calibrate GPTQ."""
+    bits: Literal[2, 3, 4, 8] = 4
+    """Bits per weight for GPTQ."""
+    group_size: int = Field(128, ge=-1)
+    """GPTQ group size (-1: one group per row)."""
+
+
+class TrainSection(Section):
+    epochs: float = Field(3, gt=0)
+    """Passes over the training split."""
+    max_steps: Optional[int] = Field(None, ge=1)
+    """Stop after this many optimizer steps (overrides `epochs`)."""
+    batch_size: int = Field(16, ge=1)
+    """Examples per device per forward pass."""
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    """Forward passes per optimizer step; the effective batch is batch_size x this x processes."""
+    learning_rate: float = Field(2.0e-4, gt=0)
+    """Peak learning rate (try 5e-4 for LoRA on small models, 2e-5 to 5e-5 for full fine-tuning)."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    """Share of steps spent warming the learning rate up from zero."""
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    """Learning-rate schedule after warmup."""
+    max_grad_norm: float = Field(1.0, ge=0)
+    """Gradient clipping norm (0 disables clipping)."""
+    seed: int = 0
+    """Seed for data splits, shuffling and initialisation."""
+    threads: Optional[int] = Field(None, ge=1)
+    """CPU threads for torch. Empty: the cores this process may use."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about 30% more time."""
+    group_by_length: bool = False
+    """Batch examples of similar length together to cut padding."""
+    eval_strategy: Literal["epoch", "steps", "no"] = "epoch"
+    """When to evaluate on the validation split."""
+    eval_steps: Optional[int] = Field(None, ge=1)
+    """Evaluate every N steps (needs eval_strategy: steps)."""
+    early_stopping_patience: Optional[int] = Field(None, ge=1)
+    """Stop after this many evaluations without improvement. Empty: never stop early."""
+    metric_for_best_model: Optional[str] = None
+    """Metric that picks the best checkpoint. Empty: accuracy for classification, loss otherwise."""
+    logging_steps: int = Field(10, ge=1)
+    """Log loss and throughput every N steps."""
+    save_total_limit: int = Field(2, ge=1)
+    """Checkpoints kept on disk."""
+    freeze_layers_trainable: int = Field(2, ge=0)
+    """Method `freeze`: how many top transformer layers stay trainable (plus the head)."""
+    report_to: list[str] = ["tensorboard"]
+    """Loggers, as the Hugging Face Trainer accepts them (tensorboard, wandb, mlflow, none)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to train: `auto` takes CUDA when present (bf16 where supported), else CPU in fp32."""
+
+
+class EvalSection(Section):
+    split: Literal["validation", "test"] = "test"
+    """Split that `tunelab evaluate` measures."""
+    batch_size: int = Field(32, ge=1)
+    """Examples per forward pass during evaluation."""
+    max_new_tokens: int = Field(64, ge=1)
+    """Tokens generated per example for generation metrics (greedy decoding)."""
+    max_examples: Optional[int] = Field(None, ge=1)
+    """Evaluate only the first N examples of the split."""
+    bootstrap_samples: int = Field(1000, ge=100)
+    """Paired bootstrap resamples for the confidence interval of the base-vs-tuned delta."""
+
+
+class OutputSection(Section):
+    dir: Optional[str] = None
+    """Run folder. Empty: `runs/<name>`."""
+    name: Optional[str] = None
+    """Run name. Empty: the config file's name without its extension."""
+    overwrite: bool = False
+    """Replace an existing complete run folder instead of refusing."""
+
+
+class TunelabConfig(Section):
+    """The whole config: one YAML file drives every stage."""
+
+    task: Literal[TASKS]
+    """What the model learns: `classification` (text -> label) or `causal_lm` (text generation)."""
+    model: ModelSection = ModelSection()
+    """The pre-trained model to adapt."""
+    data: DataSection
+    """Where the data is and how to prepare it."""
+    method: MethodSection = MethodSection()
+    """The fine-tuning method."""
+    lora: LoraSection = LoraSection()
+    """Adapter settings for lora, dora, rslora, adalora, qlora and lora-8bit (PEFT's names)."""
+    quantization: QuantizationSection = QuantizationSection()
+    """Quantized bases (qlora, lora-8bit) and the quantize stage."""
+    train: TrainSection = TrainSection()
+    """Optimisation settings."""
+    eval: EvalSection = EvalSection()
+    """Evaluation settings."""
+    output: OutputSection = OutputSection()
+    """Where the run folder goes."""
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> "TunelabConfig":
+        problems = []
+        fmt = self.data.format
+        if self.task == "classification" and fmt in CAUSAL_FORMATS:
+            problems.append(
+                f"data.format: '{fmt}' rows train a causal LM; use task: causal_lm, or data.format: classification"
+            )
+        if self.task == "causal_lm" and fmt == "classification":
+            problems.append("data.format: 'classification' needs task: classification; use instruction, chat or text")
+        if self.task == "causal_lm" and self.model.name == "builtin:minilm":
+            problems.append(
+                "model.name: builtin:minilm is an encoder and cannot generate text; use builtin:tiny-llama, "
+                "a local causal LM folder, or a hub id such as distilgpt2"
+            )
+        if self.data.packing and self.task != "causal_lm":
+            problems.append("data.packing: packing only applies to task: causal_lm; set it to false")
+        if self.train.eval_strategy == "steps" and self.train.eval_steps is None:
+            problems.append("train.eval_steps: required when train.eval_strategy is 'steps'; e.g. 50")
+        if self.train.early_stopping_patience is not None and self.train.eval_strategy == "no":
+            problems.append("train.early_stopping_patience: needs evaluation; set train.eval_strategy to epoch or steps")
+        if self.data.validation_fraction + self.data.test_fraction >= 0.8:
+            problems.append("data.test_fraction: validation_fraction + test_fraction must stay below 0.8")
+        if problems:
+            # Raised as ValueError so pydantic reports them next to the field errors.
+            raise ValueError("\n".join(problems))
+        return self

