@@ -120,8 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def report_problems(err: TunelabError, stream=sys.stderr) -> None:
-    """Print at most MAX_PROBLEMS_SHOWN problem lines and a count of the rest."""
+def report_problems(err: TunelabError, stream=None) -> None:
+    """Print at most MAX_PROBLEMS_SHOWN problem lines and a count of the rest (to stderr by default)."""
+    stream = stream or sys.stderr
     count = len(err.problems)
     heading = f"tunelab: {err.title}" + (f" ({count} problems)" if count > 1 else "")
     print(heading + ":", file=stream)

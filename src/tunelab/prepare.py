@@ -40,10 +40,12 @@ def run(cfg: TunelabConfig) -> Path:
     template = ensure_chat_template(tokenizer, cfg.data.chat_template) if loaded.format in ("instruction", "chat") else None
     label_names = label_order([e.data["label"] for e in splits["train"]]) if loaded.format == "classification" else None
 
-    encoded, reports = {}, {}
+    encoded, reports, sample = {}, {}, []
     for split in SPLIT_ORDER:
         examples = [e.data for e in splits[split]]
         records, stats = encode_split(examples, loaded.format, tokenizer, cfg, label_names, split)
+        if split == "train" and records:
+            sample = render_sample(records[0], tokenizer, label_names)
         if cfg.data.packing and split == "train":
             records = pack(records, cfg.data.max_length)
         encoded[split] = records
@@ -58,7 +60,7 @@ def run(cfg: TunelabConfig) -> Path:
                     for s, src in loaded.sources.items()},
         "data_hash": data_hash(loaded),
         "splits": reports, "leakage": count_leakage(splits),
-        "sample": render_sample(encoded["train"][0], tokenizer, label_names) if encoded["train"] else [],
+        "sample": sample,
         "tunelab_version": __version__, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if label_names:
