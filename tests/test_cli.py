@@ -1,0 +1,51 @@
+"""The real console script: help, exit codes, no tracebacks for user errors, tracebacks for bugs."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import write_config, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tunelab(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "tunelab", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+
+
+def test_help_lists_every_command():
+    result = tunelab("--help")
+    assert result.returncode == 0
+    for command in ("prepare", "config", "make-tiny-model"):
+        assert command in result.stdout
+    prepare_help = tunelab("prepare", "--help").stdout
+    assert "KEY=VALUE" in prepare_help and "config schema" in prepare_help
+
+
+def test_user_error_exits_2_without_traceback(tmp_path):
+    (tmp_path / "train.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": \n')
+    result = tunelab("prepare", write_config(tmp_path))
+    assert result.returncode == 2
+    assert "train.jsonl line 2: invalid JSON" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_bugs_keep_their_traceback(monkeypatch, tmp_path):
+    from tunelab import cli, prepare
+
+    write_jsonl(tmp_path / "train.jsonl", [{"text": "a", "label": "x"}])
+    monkeypatch.setattr(prepare, "run", lambda cfg: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError):
+        cli.main(["prepare", str(write_config(tmp_path))])
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    blocks = [b.split("```", 1)[0].strip() for b in readme.split("```bash\n")[1:3]]
+    assert blocks[0].endswith("tunelab prepare configs/support-intents-lora.yaml")
+    assert blocks[1].endswith("pytest")
+    assert blocks[1] in (ROOT / ".ci" / "run").read_text()
