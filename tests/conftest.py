@@ -74,3 +74,41 @@ def run_cli(capsys):
         return code, out.out, out.err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer BERT (hidden 32) with MiniLM's WordPiece tokenizer: a fast classification base."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from tunelab.models import resolve_model
+
+    out = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("builtin:minilm"))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=128,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # deterministic steps
+    BertModel(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def train_config(folder: Path, model: Path, task: str = "classification", **sections) -> Path:
+    """A fast training config on tiny data written into ``folder``."""
+    if task == "classification":
+        rows = [{"text": f"{word} item {i}", "label": word} for word in ("alpha", "beta", "gamma") for i in range(12)]
+    else:
+        rows = [{"instruction": f"Say {word}.", "input": "", "output": f"{word} {word}."}
+                for word in ("alpha", "beta", "gamma", "delta") for _ in range(1)]
+        rows = [dict(r, input=str(i)) for i in range(9) for r in rows]
+    write_jsonl(folder / "train.jsonl", rows)
+    defaults = {"model": {"name": str(model)}, "task": task,
+                "data": {"max_length": 32},
+                "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": "all-linear"},
+                "train": {"epochs": 2, "batch_size": 8, "learning_rate": 3e-2, "report_to": ["none"],
+                          "logging_steps": 2, "warmup_ratio": 0.0}}
+    for key, value in sections.items():
+        defaults[key] = {**defaults.get(key, {}), **value} if isinstance(value, dict) else value
+    return write_config(folder, **defaults)

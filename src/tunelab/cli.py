@@ -47,6 +47,83 @@ def _prepare(args: argparse.Namespace) -> None:
     print(f"wrote {run_dir}/ (data/, tokenizer/, data_report.json, config.yaml)")
 
 
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    _config_arguments(parser)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run from its last checkpoint (same data order and "
+                             "optimizer state); refuses if the config or data changed")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from tunelab import train
+    from tunelab.config import load_config
+    from tunelab.runs import read_json
+
+    cfg = load_config(args.config, args.overrides)
+    try:
+        run_dir = train.run(cfg, resume=args.resume)
+    except KeyboardInterrupt:
+        print(f"tunelab: interrupted; continue with: tunelab train {args.config} --resume", file=sys.stderr)
+        raise SystemExit(130) from None
+    metrics = read_json(run_dir / "metrics.json")
+    shown = {k: metrics[k] for k in ("train_seconds", "train_samples_per_second", "trainable_params",
+                                    "peak_rss_mb", "final_train_loss", "best_eval_metric")}
+    print("  ".join(f"{k} {v}" for k, v in shown.items()))
+    print(f"wrote {run_dir}/ (see {run_dir}/README.md)")
+
+
+def _run_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="a finished run folder (output.dir of a trained config)")
+
+
+def _merge_arguments(parser: argparse.ArgumentParser) -> None:
+    _run_argument(parser)
+    parser.add_argument("--full-precision", action="store_true",
+                        help="for qlora/lora-8bit runs: reload the base in fp32 and merge the adapter there")
+
+
+def _merge(args: argparse.Namespace) -> None:
+    from tunelab import merge
+
+    print(f"wrote {merge.run(args.run, full_precision=args.full_precision)}/")
+
+
+def _predict_arguments(parser: argparse.ArgumentParser) -> None:
+    _run_argument(parser)
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify, or prompts to complete")
+    parser.add_argument("--input", help="a .jsonl file of inputs: objects with a `text` (or `prompt`) field, or strings")
+    parser.add_argument("--output", help="write one JSON result per line here instead of printing")
+    parser.add_argument("--merged", action="store_true", help="use RUN/merged/ (see tunelab merge)")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="causal LM: tokens to generate (default: the run's eval.max_new_tokens)")
+    parser.add_argument("--temperature", type=float, default=0.0,
+                        help="causal LM: 0 for greedy decoding (default), above 0 to sample")
+    parser.add_argument("--top-p", type=float, default=1.0, help="causal LM: nucleus sampling mass (default 1.0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for sampling (default 0)")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from tunelab import predict
+
+    results = predict.run(args)
+    if args.output:
+        print(f"wrote {len(results)} results to {args.output}")
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="runs/demo", help="run folder for the demo (default runs/demo)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="change the demo's settings, e.g. train.epochs=2 (see tunelab config schema)")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from tunelab import demo
+
+    summary = demo.run(args.out, args.overrides)
+    print(demo.summary_table(summary))
+    print(f"wrote {summary['run_dir']}/summary.json")
+
+
 def _config_show(args: argparse.Namespace) -> None:
     from tunelab.config import load_config, to_yaml
 
@@ -89,6 +166,17 @@ COMMANDS: dict[str, Command] = {
                        "Reads the config's data, explains every bad row (exit code 2, nothing written), removes "
                        "duplicates, splits validation/test off train when not given, tokenizes, and writes the "
                        "run folder (output.dir) with data_report.json."),
+    "train": Command("fine-tune a model as a config says (prepares the data first)", _train_arguments, _train,
+                     "Prepares the data, builds the model through the chosen method (full, freeze, lora, dora, "
+                     "rslora, adalora, qlora, lora-8bit), trains with the Hugging Face Trainer and writes a "
+                     "complete run folder: adapter/ or model/, metrics.json, train_log.jsonl, versions.json."),
+    "predict": Command("classify texts or complete prompts with a finished run", _predict_arguments, _predict),
+    "merge": Command("fold a run's adapter into the base: RUN/merged/, loadable with from_pretrained",
+                     _merge_arguments, _merge),
+    "demo": Command("measure base vs fine-tuned on the built-in data (the README's main job)", _demo_arguments,
+                    _demo, "Trains LoRA on the built-in support-intent data with the shipped MiniLM, compares it "
+                    "with a linear probe on the frozen encoder on the held-out test split, and writes "
+                    "OUT/summary.json. Offline; a few minutes on a laptop CPU."),
     "make-tiny-model": Command("write a tiny random causal LM for offline tests and demos", _make_tiny_arguments,
                                _make_tiny),
 }

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from tunelab.data.builtin_templates import (
-    CLOSERS, INSTRUCTIONS, INTENTS, OPENERS, REPLIES, SLOTS, SUMMARIES,
+    CLOSERS, CONTEXTS, INSTRUCTIONS, INTENTS, OPENERS, REPLIES, SLOTS, SUMMARIES,
 )
 
 BUILTIN_DATA_DIR = Path(__file__).resolve().parent.parent / "builtin_data"
@@ -81,7 +81,13 @@ def customer_message(intent: str, rng: random.Random, chosen: dict[str, str] | N
     closer = rng.choice(CLOSERS)
     if closer and body[-1] not in "?.!" and rng.random() < 0.5:
         body += "."
-    return f"{opener}{body}{closer}".strip()
+    message = f"{opener}{body}{closer}".strip()
+    # Most tickets carry one or two background sentences, before or after the request.
+    count = rng.choices([0, 1, 2], weights=[25, 45, 30])[0]
+    context = " ".join(_fill(c, rng, chosen) for c in rng.sample(CONTEXTS, count))
+    if not context:
+        return message
+    return f"{context} {message}" if rng.random() < 0.7 else f"{message} {context}"
 
 
 def support_intents() -> dict[str, list[dict]]:
@@ -140,8 +146,12 @@ Synthetic customer-support messages, each labelled with one of {n_labels} intent
 - **Size**: {n_train} training rows and {n_test} test rows, balanced
   ({train_per} and {test_per} per intent). No test text occurs in train (case-insensitive).
 - **Fields**: `text` (the customer message), `label` (the intent name).
-- **Made to be hard in one way**: intents come in confusable pairs (cancel an order vs a
-  subscription, refund vs double charge, late parcel vs damaged parcel), so a keyword is not enough.
+- **Made to be hard in two ways**: intents come in confusable pairs (cancel an order vs a
+  subscription, refund vs double charge, late parcel vs damaged parcel), and three in four messages
+  carry one or two background sentences shared by all intents ("I paid with my Visa.", "I have the
+  Plus plan."), so a model has to find the request inside the message, as with real tickets.
+- **What the test split measures**: test texts never occur in train, but they come from the same
+  templates, so scores are in-distribution; expect lower ones on your own tickets.
 - **Limits**: English only, template-based, short messages; no personal data. Numbers measured on
   it say how a method behaves, not how it will do on real tickets: use your own data for that.
 """

@@ -24,6 +24,17 @@ SLOTS = {
     "amount": ["$24.99", "$89", "$12.50", "$140", "$7.99", "$55", "$230"],
 }
 
+# Background sentences real tickets carry. They are shared by every intent and mention other
+# intents' topics (orders, plans, payments, addresses), so only the request itself tells the intent.
+CONTEXTS = [
+    "I ordered a {product} {when}.", "I paid with my {card}.", "I have the {plan}.", "I live in {city}.",
+    "My order number is {order}.", "I've been a customer for years.", "I bought a {product} as a gift.",
+    "I moved recently.", "I use the app on my phone.", "The total was {amount}.", "I got an email from you {when}.",
+    "I also have the {plan} on my account.", "I already spoke to someone {when}.", "This is my second order this month.",
+    "The {product} was on sale.", "My partner shares the account.", "I'm writing from {city}.",
+    "I checked the website first.", "I ordered the {product} and a {product} together.", "I'm travelling next week.",
+]
+
 OPENERS = ["", "", "", "Hi, ", "Hello, ", "Hey, ", "Good morning, ", "Hi there, ", "Excuse me, ", "Quick question: "]
 CLOSERS = ["", "", "", " Thanks.", " Thank you!", " Please help.", " Thanks in advance.", " Any update?", " Cheers."]
 

@@ -1,0 +1,75 @@
+"""Trainer callbacks: progress a person can read, a JSONL log, AdaLoRA's rank budget."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+
+class ProgressCallback(TrainerCallback):
+    """A tqdm bar with loss, samples/s and ETA on a terminal; a plain line per log step otherwise."""
+
+    def __init__(self, samples_per_step: int, stream=None):
+        self.samples_per_step = samples_per_step
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.bar = None
+        self.started = 0.0
+        self.first_step = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started, self.first_step = time.perf_counter(), state.global_step
+        if self.tty:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training", unit="step",
+                            file=self.stream, dynamic_ncols=True)
+
+    def samples_per_second(self, state) -> float:
+        elapsed = time.perf_counter() - self.started
+        return (state.global_step - self.first_step) * self.samples_per_step / elapsed if elapsed > 0 else 0.0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        speed = self.samples_per_second(state)
+        if self.bar is not None:
+            shown = {k: f"{v:.4g}" for k, v in logs.items() if k in ("loss", "eval_loss", "eval_accuracy")}
+            self.bar.set_postfix(**shown, samples_s=f"{speed:.1f}")
+            return
+        parts = [f"step {state.global_step}/{state.max_steps}", f"epoch {state.epoch or 0:.2f}"]
+        parts += [f"{k} {v:.4g}" for k, v in logs.items() if isinstance(v, (int, float)) and k != "epoch"]
+        remaining = (state.max_steps - state.global_step) * self.samples_per_step / speed if speed else 0
+        parts += [f"{speed:.1f} samples/s", f"eta {remaining:.0f}s"]
+        print("  ".join(parts), file=self.stream, flush=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class JsonlLogCallback(TrainerCallback):
+    """Append every log event (train and eval) to ``train_log.jsonl`` in the run folder."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+
+
+class AdaLoraCallback(TrainerCallback):
+    """AdaLoRA reallocates ranks from gradient importance after each optimizer step (before zero_grad)."""
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        model.base_model.update_and_allocate(state.global_step)

@@ -1,0 +1,119 @@
+"""Load a finished run and use it: class probabilities or generated text.
+
+    loaded = load_run("runs/support-intents-lora")
+    classify(loaded, ["where is my parcel?"])   # [{"label": ..., "probabilities": {...}}]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunelab.config.load import validate
+from tunelab.config.schema import TunelabConfig
+from tunelab.errors import RunFolderError, TunelabError
+from tunelab.runs import COMPLETE_MARKER, read_json
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    cfg: TunelabConfig
+    model: object
+    tokenizer: object
+    labels: list[str] | None
+
+
+def open_run(run_dir: str | Path) -> tuple[Path, TunelabConfig]:
+    """A complete run folder and its config; refuses missing or unfinished runs clearly."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise RunFolderError(f"{run_dir}: not a tunelab run folder (no config.yaml); train one with tunelab train")
+    if not (run_dir / COMPLETE_MARKER).exists():
+        raise RunFolderError(f"{run_dir}: the run is incomplete (training did not finish); continue it with "
+                             "tunelab train CONFIG --resume")
+    tree = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    return run_dir, validate(tree, source=str(run_dir / "config.yaml"))
+
+
+def load_run(run_dir: str | Path, merged: bool = False) -> LoadedRun:
+    """The run's trained model in eval mode (base + adapter, the full model, or ``merged/``)."""
+    from transformers import AutoTokenizer
+
+    from tunelab.modeling import Device, align_pad_token, load_base_model
+
+    run_dir, cfg = open_run(run_dir)
+    labels = run_labels(run_dir) if cfg.task == "classification" else None
+    device = Device("cpu", False, "cpu")
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer")
+    if merged:
+        if not (run_dir / "merged").exists():
+            raise RunFolderError(f"{run_dir}: no merged/ folder; write it with tunelab merge {run_dir}")
+        model = load_base_model(cfg, labels, device, location=str(run_dir / "merged"))
+    elif (run_dir / "model").exists():
+        model = load_base_model(cfg, labels, device, location=str(run_dir / "model"))
+    else:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(load_base_model(cfg, labels, device), run_dir / "adapter")
+    align_pad_token(model, tokenizer)
+    model.eval()
+    return LoadedRun(run_dir, cfg, model, tokenizer, labels)
+
+
+def run_labels(run_dir: Path) -> list[str]:
+    id2label = read_json(run_dir / "labels.json")["id2label"]
+    return [id2label[str(i)] for i in range(len(id2label))]
+
+
+def class_probabilities(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 32):
+    """Softmax class probabilities, shape (len(texts), num_labels), as a torch tensor."""
+    import torch
+
+    rows = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length,
+                              padding=True, return_tensors="pt")
+            rows.append(torch.softmax(model(**batch).logits.float(), dim=-1))
+    return torch.cat(rows) if rows else torch.empty(0)
+
+
+def classify(loaded: LoadedRun, texts: list[str]) -> list[dict]:
+    """Predicted label and every label's probability for each text."""
+    if loaded.labels is None:
+        raise TunelabError(f"{loaded.run_dir}: a {loaded.cfg.task} run generates text; it does not classify")
+    probs = class_probabilities(loaded.model, loaded.tokenizer, texts, loaded.cfg.data.max_length,
+                                loaded.cfg.eval.batch_size)
+    results = []
+    for text, row in zip(texts, probs.tolist()):
+        ranked = sorted(zip(loaded.labels, row), key=lambda pair: -pair[1])
+        results.append({"text": text, "label": ranked[0][0],
+                        "probabilities": {name: round(p, 6) for name, p in ranked}})
+    return results
+
+
+def generate(loaded: LoadedRun, prompts: list[str], max_new_tokens: int, temperature: float = 0.0,
+             top_p: float = 1.0, seed: int = 0) -> list[str]:
+    """Completions for user prompts, rendered with the run's chat template (greedy when temperature is 0)."""
+    import torch
+
+    tokenizer, model = loaded.tokenizer, loaded.model
+    outputs = []
+    torch.manual_seed(seed)
+    for prompt in prompts:
+        if loaded.cfg.data.format == "text" or not tokenizer.chat_template:
+            text = prompt
+        else:
+            text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                 add_generation_prompt=True)
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {
+            "do_sample": False}
+        with torch.inference_mode():
+            out = model.generate(**ids, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=tokenizer.eos_token_id, **sampling)
+        outputs.append(tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+    return outputs

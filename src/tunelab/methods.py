@@ -1,0 +1,162 @@
+"""Fine-tuning methods: a registry from ``method.name`` to a function that builds the trainable model.
+
+Every function takes a ``MethodContext`` and returns the model to train, with exactly the
+parameters the method trains marked ``requires_grad``. PEFT does the adapter work under its
+own names; for classification the new head is trained with every method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch.nn as nn
+
+from tunelab.config.schema import METHOD_NAMES, TunelabConfig
+from tunelab.errors import TunelabError
+from tunelab.modeling import Device, load_base_model
+
+
+@dataclass
+class MethodContext:
+    cfg: TunelabConfig
+    labels: list[str] | None     # classification label names in id order; None for causal LM
+    device: Device
+    total_steps: int             # optimizer steps the run will take (AdaLoRA's schedule needs it)
+
+    def load(self, bits: int | None = None):
+        return load_base_model(self.cfg, self.labels, self.device, bits)
+
+
+def full(ctx: MethodContext) -> nn.Module:
+    """Full fine-tuning: every weight is trained."""
+    model = ctx.load()
+    model.requires_grad_(True)
+    return model
+
+
+def freeze(ctx: MethodContext) -> nn.Module:
+    """Train only the top ``train.freeze_layers_trainable`` transformer layers, the final norm and the head."""
+    model = ctx.load()
+    model.requires_grad_(False)
+    layers = transformer_layers(model)
+    keep = ctx.cfg.train.freeze_layers_trainable
+    for layer in list(layers)[len(layers) - keep:] if keep else []:
+        layer.requires_grad_(True)
+    # Also train what sits after the stack (final norm, BERT's pooler) and outside the body (the head).
+    in_layers = {id(p) for p in layers.parameters()}
+    prefix = model.base_model_prefix
+    for name, param in model.named_parameters():
+        in_body = name.startswith(f"{prefix}.")
+        embedding = any(key in name for key in ("embed", ".wte.", ".wpe."))
+        if not in_body or (id(param) not in in_layers and not embedding):
+            param.requires_grad_(True)
+    return model
+
+
+def transformer_layers(model: nn.Module) -> nn.ModuleList:
+    """The stack of transformer blocks: the longest ``nn.ModuleList`` in the model."""
+    stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
+    if not stacks:
+        raise TunelabError(f"method.name: freeze cannot find the transformer layers of {type(model).__name__}; "
+                           "use lora or full")
+    return max(stacks, key=len)
+
+
+def lora_config(ctx: MethodContext, config_class=None, **extra):
+    """PEFT config from the ``lora`` section (PEFT's own field names)."""
+    from peft import LoraConfig, TaskType
+
+    lora = ctx.cfg.lora
+    task_type = TaskType.SEQ_CLS if ctx.cfg.task == "classification" else TaskType.CAUSAL_LM
+    fields = dict(r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+                  target_modules=lora.target_modules, bias=lora.bias, modules_to_save=lora.modules_to_save,
+                  init_lora_weights=lora.init_lora_weights, task_type=task_type)
+    if config_class is None:
+        config_class = LoraConfig
+        fields.update(use_rslora=lora.use_rslora, use_dora=lora.use_dora)
+    fields.update(extra)
+    return config_class(**fields)
+
+
+def _with_adapter(ctx: MethodContext, model: nn.Module, config) -> nn.Module:
+    from peft import PeftModel, get_peft_model
+
+    if ctx.cfg.method.init_from:
+        # Continue from an existing adapter: its own config, weights trainable.
+        return PeftModel.from_pretrained(model, ctx.cfg.method.init_from, is_trainable=True)
+    return get_peft_model(model, config)
+
+
+def lora(ctx: MethodContext, **extra) -> nn.Module:
+    """LoRA: a trainable low-rank update BA beside each frozen target weight (arXiv 2106.09685)."""
+    return _with_adapter(ctx, ctx.load(), lora_config(ctx, **extra))
+
+
+def dora(ctx: MethodContext) -> nn.Module:
+    """DoRA: LoRA on the direction plus a trained magnitude per output (arXiv 2402.09353)."""
+    return lora(ctx, use_dora=True)
+
+
+def rslora(ctx: MethodContext) -> nn.Module:
+    """rsLoRA: LoRA scaled by lora_alpha / sqrt(r), stable at high ranks (arXiv 2312.03732)."""
+    return lora(ctx, use_rslora=True)
+
+
+def adalora(ctx: MethodContext) -> nn.Module:
+    """AdaLoRA: starts at rank 1.5 r and prunes to an average of r by importance (arXiv 2303.10512).
+
+    The budget schedule is derived from the real step count: 10% warm-up at the initial
+    rank, pruning until 70% of training, then the final ranks are fixed. The training loop
+    calls ``update_and_allocate`` after every optimizer step.
+    """
+    from peft import AdaLoraConfig
+
+    steps = max(ctx.total_steps, 10)
+    tinit, tfinal = max(1, steps // 10), max(1, int(steps * 0.3))
+    config = lora_config(ctx, AdaLoraConfig, init_r=max(ctx.cfg.lora.r * 3 // 2, ctx.cfg.lora.r + 1),
+                         target_r=ctx.cfg.lora.r, tinit=tinit, tfinal=tfinal, deltaT=max(1, steps // 50),
+                         total_step=steps)
+    return _with_adapter(ctx, ctx.load(), config)
+
+
+def _kbit_lora(ctx: MethodContext, bits: int) -> nn.Module:
+    from peft import prepare_model_for_kbit_training
+
+    model = ctx.load(bits=bits)
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=ctx.cfg.train.gradient_checkpointing)
+    return _with_adapter(ctx, model, lora_config(ctx))
+
+
+def qlora(ctx: MethodContext) -> nn.Module:
+    """QLoRA: LoRA on a frozen 4-bit NF4 base with double quantization (arXiv 2305.14314)."""
+    return _kbit_lora(ctx, 4)
+
+
+def lora_8bit(ctx: MethodContext) -> nn.Module:
+    """LoRA on a frozen LLM.int8() base (arXiv 2208.07339)."""
+    return _kbit_lora(ctx, 8)
+
+
+METHODS: dict[str, Callable[[MethodContext], nn.Module]] = {
+    "full": full,
+    "freeze": freeze,
+    "lora": lora,
+    "dora": dora,
+    "rslora": rslora,
+    "adalora": adalora,
+    "qlora": qlora,
+    "lora-8bit": lora_8bit,
+}
+PEFT_METHODS = {"lora", "dora", "rslora", "adalora", "qlora", "lora-8bit"}
+assert tuple(METHODS) == METHOD_NAMES, "the config schema and the registry must list the same methods"
+
+
+def build_model(ctx: MethodContext) -> nn.Module:
+    """Build the trainable model for ``method.name``."""
+    name = ctx.cfg.method.name
+    if name not in METHODS:
+        raise TunelabError(f"method.name: unknown method '{name}'; valid: {', '.join(METHODS)}")
+    if ctx.cfg.method.init_from and name not in PEFT_METHODS:
+        raise TunelabError(f"method.init_from: continuing from an adapter needs an adapter method, not '{name}'")
+    return METHODS[name](ctx)

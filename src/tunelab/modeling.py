@@ -1,0 +1,149 @@
+"""Load the base model for a task: the right Auto class, labels, device, dtype and quantization.
+
+Device policy: CUDA when present (bf16 autocast where the GPU supports it), else CPU in fp32.
+Never bf16/fp16 on a CPU: on CPUs without AVX512-BF16 it is 3.5x (whole models) to 200x
+(bare matmul) slower than fp32.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunelab.config.schema import TunelabConfig
+from tunelab.errors import ModelLoadError, TunelabError
+from tunelab.models import hub_error, resolve_model
+
+# Output heads that must stay in full precision when the body is quantized. transformers' default
+# skip list misses a head whose last parameter is a bias (BERT's `classifier`), and passing a
+# list replaces the defaults, so every head name is listed.
+HEAD_MODULES = ["classifier", "score", "lm_head", "qa_outputs", "pre_classifier"]
+
+
+@dataclass
+class Device:
+    """Where training runs and in which precision."""
+
+    type: str            # "cpu" or "cuda"
+    bf16: bool           # bf16 autocast (CUDA with bf16 support only)
+    description: str
+
+
+def choose_device(cfg: TunelabConfig) -> Device:
+    import torch
+
+    want = cfg.train.device
+    has_cuda = torch.cuda.is_available()
+    if want == "cuda" and not has_cuda:
+        raise TunelabError("train.device: 'cuda' was asked for but no CUDA GPU is visible; use auto or cpu")
+    if want != "cpu" and has_cuda:
+        bf16 = torch.cuda.is_bf16_supported()
+        return Device("cuda", bf16, f"{torch.cuda.get_device_name(0)} ({'bf16' if bf16 else 'fp32'})")
+    return Device("cpu", False, f"CPU: {cpu_description()} ({cpu_count()} cores usable, fp32)")
+
+
+def cpu_count() -> int:
+    """Cores this process may use (respects taskset/cgroup affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def cpu_description() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def set_threads(cfg: TunelabConfig) -> int:
+    """Apply ``train.threads`` (default: every usable core) to torch; return the count."""
+    import torch
+
+    threads = cfg.train.threads or cpu_count()
+    torch.set_num_threads(threads)
+    return threads
+
+
+def quantization_config(cfg: TunelabConfig, bits: int | None, device: Device):
+    """A bitsandbytes config for a 4- or 8-bit base, or None for full precision."""
+    if bits is None:
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise TunelabError(f"method.name: {cfg.method.name} needs bitsandbytes; install it with "
+                           "pip install 'tunelab[quant]'") from None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    q = cfg.quantization
+    if q.bnb_4bit_compute_dtype == "auto":
+        compute = torch.bfloat16 if device.bf16 else torch.float32
+    else:
+        compute = getattr(torch, q.bnb_4bit_compute_dtype)
+    if bits == 4:
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.bnb_4bit_quant_type,
+                                  bnb_4bit_use_double_quant=q.bnb_4bit_use_double_quant,
+                                  bnb_4bit_compute_dtype=compute, llm_int8_skip_modules=HEAD_MODULES)
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=HEAD_MODULES)
+
+
+def load_base_model(cfg: TunelabConfig, labels: list[str] | None, device: Device, bits: int | None = None,
+                    location: str | None = None):
+    """The pre-trained model with the task's head (a new classifier for ``labels``).
+
+    Raises:
+        ModelLoadError: the model cannot be found, downloaded or loaded for this task.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    location = location or resolve_model(cfg.model.name)
+    kwargs = {"revision": cfg.model.revision, "trust_remote_code": cfg.model.trust_remote_code,
+              "dtype": torch.float32, "use_safetensors": True}
+    quant = quantization_config(cfg, bits, device)
+    if quant is not None:
+        kwargs.update(quantization_config=quant, device_map={"": 0} if device.type == "cuda" else {"": "cpu"})
+    if cfg.task == "classification":
+        auto = AutoModelForSequenceClassification
+        kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                      label2id={name: i for i, name in enumerate(labels)})
+    else:
+        auto = AutoModelForCausalLM
+    try:
+        model = _quietly(auto.from_pretrained, location, **kwargs)
+    except OSError as err:
+        if Path(location).is_dir():
+            raise ModelLoadError(f"model.name: cannot load {location} ({str(err).splitlines()[0]})") from None
+        raise hub_error(cfg.model.name, err) from None
+    except ValueError as err:
+        raise ModelLoadError(f"model.name: {cfg.model.name} cannot be loaded for task {cfg.task} "
+                             f"({str(err).splitlines()[0][:200]})") from None
+    return model
+
+
+def _quietly(load, *args, **kwargs):
+    """Load without transformers' report of newly initialised head weights (expected: the head is new)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return load(*args, **kwargs)
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def align_pad_token(model, tokenizer) -> None:
+    """Give tokenizers without a pad token (GPT-2, Llama) their EOS as pad, and tell the model."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id

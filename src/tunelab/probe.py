@@ -1,0 +1,58 @@
+"""The honest baseline for classification: a linear probe on the frozen base encoder.
+
+An untrained classification head only measures chance. The probe instead trains a
+multinomial logistic regression on the base model's sentence embeddings (mean of the last
+hidden states over real tokens, the pooling all-MiniLM-L6-v2 was trained for) using the same
+training split, so "tuned minus base" measures what fine-tuning the encoder added.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tunelab.metrics import CLASSIFICATION_METRICS
+
+
+def embed(encoder, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> torch.Tensor:
+    """Mean-pooled last hidden states, shape (len(texts), hidden)."""
+    rows = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length,
+                              padding=True, return_tensors="pt")
+            hidden = encoder(**batch).last_hidden_state                      # (B, T, H)
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)    # (B, T, 1)
+            rows.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
+    return torch.cat(rows)
+
+
+def fit_probe(features: torch.Tensor, labels: torch.Tensor, num_labels: int, l2: float = 1e-3,
+              steps: int = 200) -> torch.nn.Linear:
+    """Logistic regression (softmax + L2) fitted with full-batch L-BFGS; deterministic."""
+    torch.manual_seed(0)
+    probe = torch.nn.Linear(features.shape[1], num_labels)
+    optimizer = torch.optim.LBFGS(probe.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(probe(features), labels) + l2 * probe.weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return probe
+
+
+def probe_scores(model_location: str, train_texts: list[str], train_labels: list[int], test_texts: list[str],
+                 test_labels: list[int], num_labels: int, max_length: int) -> dict[str, float]:
+    """Fit the probe on train, score it on test with every classification metric."""
+    import numpy as np
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_location)
+    encoder = AutoModel.from_pretrained(model_location, dtype=torch.float32, use_safetensors=True).eval()
+    probe = fit_probe(embed(encoder, tokenizer, train_texts, max_length), torch.tensor(train_labels), num_labels)
+    with torch.inference_mode():
+        predictions = probe(embed(encoder, tokenizer, test_texts, max_length)).argmax(-1).numpy()
+    references = np.asarray(test_labels)
+    return {name: fn(predictions, references) for name, fn in CLASSIFICATION_METRICS.items()}

@@ -1,0 +1,229 @@
+"""Stage 2, train: prepared data + method -> a trained adapter (or model) in a complete run folder.
+
+    tunelab train configs/support-intents-lora.yaml [train.epochs=2 ...] [--resume]
+
+setup (prepare data, pick device and threads, build the model through the method registry)
+-> run (Hugging Face Trainer: dynamic padding, accumulation, schedule, eval, early stopping,
+best checkpoint) -> save (adapter/ or model/, metrics.json, versions.json, README.md, then
+COMPLETE last, so a crash never leaves a run that looks finished).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import resource
+import time
+from pathlib import Path
+
+from tunelab import prepare
+from tunelab.config.schema import TunelabConfig
+from tunelab.data.collate import PadCollator
+from tunelab.errors import RunFolderError
+from tunelab.methods import PEFT_METHODS, MethodContext, build_model
+from tunelab.modeling import Device, align_pad_token, choose_device, set_threads
+from tunelab.runs import COMPLETE_MARKER, read_json, versions, write_json
+from tunelab.train_outputs import save_outputs
+
+STATE_FILE = "train_state.json"
+TRAINING_OUTPUTS = ("adapter", "model", "checkpoints", "tensorboard", "metrics.json", "train_log.jsonl",
+                    "versions.json", "README.md", STATE_FILE, "merged")
+
+
+def run(cfg: TunelabConfig, resume: bool = False) -> Path:
+    """Train as the config says; return the complete run folder."""
+    run_dir = Path(cfg.output.dir)
+    if resume:
+        check_resumable(run_dir, cfg)
+    else:
+        if (run_dir / "checkpoints").exists() and not (run_dir / COMPLETE_MARKER).exists() and not cfg.output.overwrite:
+            raise RunFolderError(f"{run_dir}: holds an interrupted run; continue it with --resume, or set "
+                                 "output.overwrite=true to start over")
+        prepare.run(cfg)
+        for name in TRAINING_OUTPUTS:
+            _remove(run_dir / name)
+        write_json(run_dir / STATE_FILE, {"config": cfg.model_dump(mode="json"), "config_hash": config_hash(cfg),
+                                          "data_hash": read_json(run_dir / "data_report.json")["data_hash"]})
+    return train_in(run_dir, cfg, resume)
+
+
+def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
+    import datasets
+    from transformers import AutoTokenizer, Trainer, set_seed
+
+    data = datasets.load_from_disk(str(run_dir / "data" / "tokenized"))
+    labels = _labels(run_dir) if cfg.task == "classification" else None
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer")
+    device = choose_device(cfg)
+    threads = set_threads(cfg)
+    set_seed(cfg.train.seed)
+    total_steps = planned_steps(cfg, len(data["train"]))
+    model = build_model(MethodContext(cfg, labels, device, total_steps))
+    align_pad_token(model, tokenizer)
+    if cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()  # frozen embeddings would cut the graph otherwise
+
+    has_eval = cfg.train.eval_strategy != "no" and len(data["validation"]) > 0
+    trainer = Trainer(
+        model=model, args=training_arguments(cfg, run_dir, device, has_eval),
+        train_dataset=data["train"], eval_dataset=data["validation"] if has_eval else None,
+        data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+        compute_metrics=_classification_metrics() if cfg.task == "classification" else None,
+        callbacks=callbacks(cfg, run_dir, has_eval))
+    _replace_printer(trainer, cfg)
+    if cfg.task == "classification":
+        # Sequence classifiers take **kwargs but return a per-batch mean loss that ignores
+        # num_items_in_batch; told otherwise, the Trainer skips dividing by the accumulation
+        # steps and gradients come out N times too large (caught by the 1x4 == 4x1 test).
+        trainer.model_accepts_loss_kwargs = False
+
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=_last_checkpoint(run_dir) if resume else None)
+    train_seconds = time.perf_counter() - started
+    measured = {
+        "train_seconds": round(train_seconds, 3),
+        "train_samples_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 3),
+        "train_tokens_per_second": round(trainer.state.num_input_tokens_seen / max(result.metrics["train_runtime"], 1e-9), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "mean_train_loss": round(result.training_loss, 6),
+        "threads": threads,
+        "device": device.description,
+    }
+    save_outputs(run_dir, cfg, trainer, tokenizer, measured, peft=cfg.method.name in PEFT_METHODS)
+    write_json(run_dir / "versions.json", {**versions(), "device": device.description, "threads": threads})
+    (run_dir / COMPLETE_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+    return run_dir
+
+
+def training_arguments(cfg: TunelabConfig, run_dir: Path, device: Device, has_eval: bool):
+    """The Trainer's arguments, from the config (Hugging Face names on the right)."""
+    import os
+
+    from transformers import TrainingArguments
+
+    t = cfg.train
+    strategy = t.eval_strategy if has_eval else "no"
+    best_metric = t.metric_for_best_model or ("accuracy" if cfg.task == "classification" else "loss")
+    report_to = [r for r in t.report_to if r != "none"]
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=cfg.eval.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate, weight_decay=t.weight_decay, warmup_steps=t.warmup_ratio,
+        lr_scheduler_type=t.lr_scheduler, max_grad_norm=t.max_grad_norm if t.max_grad_norm > 0 else 0.0,
+        seed=t.seed, data_seed=t.seed,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        eval_strategy=strategy, eval_steps=t.eval_steps,
+        save_strategy="steps" if strategy == "steps" else "epoch", save_steps=t.eval_steps,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=has_eval, metric_for_best_model=best_metric if has_eval else None,
+        greater_is_better=not best_metric.endswith("loss") if has_eval else None,
+        logging_steps=t.logging_steps, report_to=report_to or "none", disable_tqdm=True,
+        use_cpu=device.type == "cpu", bf16=device.bf16,
+        include_num_input_tokens_seen="non_padding", prediction_loss_only=cfg.task != "classification",
+        remove_unused_columns=False, dataloader_num_workers=0,
+    )
+
+
+def callbacks(cfg: TunelabConfig, run_dir: Path, has_eval: bool) -> list:
+    from transformers import EarlyStoppingCallback
+
+    from tunelab.callbacks import AdaLoraCallback, JsonlLogCallback, ProgressCallback
+
+    samples = cfg.train.batch_size * cfg.train.gradient_accumulation_steps
+    found = [ProgressCallback(samples), JsonlLogCallback(run_dir / "train_log.jsonl")]
+    if cfg.method.name == "adalora":
+        found.append(AdaLoraCallback())
+    if has_eval and cfg.train.early_stopping_patience:
+        found.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
+    return found
+
+
+def _replace_printer(trainer, cfg: TunelabConfig) -> None:
+    """Our ProgressCallback prints progress; drop the Trainer's raw dict printer."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+
+def _classification_metrics():
+    from tunelab.metrics import classification_metrics
+
+    return classification_metrics
+
+
+def planned_steps(cfg: TunelabConfig, train_rows: int) -> int:
+    """Optimizer steps the run will take (single process)."""
+    if cfg.train.max_steps:
+        return cfg.train.max_steps
+    per_epoch = math.ceil(train_rows / cfg.train.batch_size / cfg.train.gradient_accumulation_steps)
+    return max(1, math.ceil(per_epoch * cfg.train.epochs))
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def config_hash(cfg: TunelabConfig) -> str:
+    """Hash of every setting that changes what training computes (not `output.*`)."""
+    tree = cfg.model_dump(mode="json")
+    tree.pop("output")
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
+
+
+def check_resumable(run_dir: Path, cfg: TunelabConfig) -> None:
+    """Refuse to resume a finished run, a run with no checkpoint, or one whose config or data changed."""
+    from tunelab.data.examples import load_examples
+
+    if (run_dir / COMPLETE_MARKER).exists():
+        raise RunFolderError(f"{run_dir}: this run already finished; nothing to resume")
+    if not (run_dir / STATE_FILE).exists() or _last_checkpoint(run_dir) is None:
+        raise RunFolderError(f"{run_dir}: no checkpoint to resume from; start the run without --resume")
+    state = read_json(run_dir / STATE_FILE)
+    changed = _changed_keys(state["config"], cfg.model_dump(mode="json"))
+    if changed:
+        raise RunFolderError([f"{run_dir}: the config changed since the run started, so resuming would mix two "
+                              "runs; changed: " + ", ".join(changed),
+                              "undo the changes, or start a new run (another output.dir, or output.overwrite=true)"])
+    if prepare.data_hash(load_examples(cfg)) != state["data_hash"]:
+        raise RunFolderError(f"{run_dir}: the training data changed since the run started (data hash differs); "
+                             "restore it, or start a new run")
+
+
+def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b and f"{prefix}{key}" != "output.overwrite":
+            keys.append(f"{prefix}{key} ({a!r} -> {b!r})")
+    return keys
+
+
+def _last_checkpoint(run_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = run_dir / "checkpoints"
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def _labels(run_dir: Path) -> list[str]:
+    id2label = read_json(run_dir / "labels.json")["id2label"]
+    return [id2label[str(i)] for i in range(len(id2label))]
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()

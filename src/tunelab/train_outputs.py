@@ -1,0 +1,82 @@
+"""What a finished training run leaves behind: weights, metrics.json and a README.md summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tunelab.config.schema import TunelabConfig
+from tunelab.runs import write_json
+
+
+def folder_size_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameters; PEFT counts 4-bit weights at their unpacked size."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def save_outputs(run_dir: Path, cfg: TunelabConfig, trainer, tokenizer, measured: dict, peft: bool) -> dict:
+    """Save the trained weights and metrics.json; return the metrics."""
+    import torch
+
+    model = trainer.model
+    artifact = run_dir / ("adapter" if peft else "model")
+    model.save_pretrained(artifact)
+    tokenizer.save_pretrained(run_dir / "tokenizer")
+    trainable, total = count_parameters(model)
+    eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    metrics = {
+        **measured,
+        "method": cfg.method.name,
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_percent": round(100 * trainable / total, 4),
+        "artifact": artifact.name,
+        "artifact_size_mb": round(folder_size_mb(artifact), 3),
+        "steps": trainer.state.global_step,
+        "epochs": round(trainer.state.epoch or 0, 4),
+        "final_train_loss": losses[-1] if losses else measured["mean_train_loss"],
+        "best_eval_metric": trainer.state.best_metric,
+        "metric_for_best_model": trainer.args.metric_for_best_model,
+        "best_checkpoint": Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint else None,
+        "eval": {k.removeprefix("eval_"): v for k, v in eval_metrics.items()},
+    }
+    if torch.cuda.is_available():
+        metrics["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    write_json(run_dir / "metrics.json", metrics)
+    (run_dir / "README.md").write_text(run_readme(run_dir, cfg, metrics), encoding="utf-8")
+    return metrics
+
+
+def run_readme(run_dir: Path, cfg: TunelabConfig, m: dict) -> str:
+    """A short human summary of the run and how to use it."""
+    load = (f"PeftModel.from_pretrained(base, \"{run_dir}/adapter\")" if m["artifact"] == "adapter"
+            else f"AutoModel*.from_pretrained(\"{run_dir}/model\")")
+    evaluated = ", ".join(f"{k} {v:.4g}" for k, v in m["eval"].items() if isinstance(v, float)) or "not evaluated"
+    return f"""# {cfg.output.name}
+
+{cfg.task} run: `{cfg.model.name}` fine-tuned with `{cfg.method.name}` on `{cfg.data.train}`.
+
+| | |
+| --- | --- |
+| trainable parameters | {m['trainable_params']:,} of {m['total_params']:,} ({m['trainable_percent']:.2f}%) |
+| steps / epochs | {m['steps']} / {m['epochs']} |
+| train time | {m['train_seconds']:.1f} s ({m['train_samples_per_second']:.1f} samples/s, {m['train_tokens_per_second']:.0f} tokens/s) |
+| peak memory (RSS) | {m['peak_rss_mb']:.0f} MiB |
+| final train loss | {m['final_train_loss']:.4f} |
+| validation (best checkpoint) | {evaluated} |
+| artifact | `{m['artifact']}/` ({m['artifact_size_mb']:.2f} MiB) |
+| device | {m['device']} |
+
+Files: `config.yaml` (resolved config), `versions.json`, `data_report.json`, `metrics.json`,
+`train_log.jsonl`, `tokenizer/`, `{m['artifact']}/`, `checkpoints/`, `tensorboard/`.
+
+Use it: `tunelab predict {run_dir} "some text"`, `tunelab merge {run_dir}`, or in Python
+`{load}`.
+"""

@@ -1,0 +1,213 @@
+"""Training behaviour on tiny models: numbers that could fail."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import train_config
+from tunelab import train
+from tunelab.config import load_config
+from tunelab.methods import METHODS, MethodContext, build_model
+from tunelab.modeling import Device
+
+CPU = Device("cpu", False, "cpu")
+
+
+def read_json(path):
+    return json.loads(path.read_text())
+
+
+def test_lora_run_folder_and_metrics(tmp_path, tiny_bert):
+    run_dir = train.run(load_config(train_config(tmp_path, tiny_bert)))
+    for name in ("COMPLETE", "config.yaml", "versions.json", "data_report.json", "labels.json", "metrics.json",
+                 "train_log.jsonl", "README.md", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
+                 "tokenizer/tokenizer.json"):
+        assert (run_dir / name).exists(), name
+    metrics = read_json(run_dir / "metrics.json")
+    for key in ("train_seconds", "train_samples_per_second", "train_tokens_per_second", "peak_rss_mb",
+                "trainable_params", "total_params", "artifact_size_mb", "final_train_loss", "best_eval_metric"):
+        assert metrics[key] is not None and metrics[key] > 0 or key == "best_eval_metric", key
+    assert metrics["trainable_params"] < metrics["total_params"] / 5
+    versions = read_json(run_dir / "versions.json")
+    assert versions["torch"] and versions["peft"] and "CPU" in versions["device"]
+    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    assert any("loss" in entry for entry in log) and any("eval_accuracy" in entry for entry in log)
+
+
+def test_only_adapter_and_head_train_and_the_base_stays_identical(tmp_path, tiny_bert):
+    cfg = load_config(train_config(tmp_path, tiny_bert))
+    model = build_model(MethodContext(cfg, ["alpha", "beta", "gamma"], CPU, total_steps=10))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or "classifier" in n for n in trainable)
+    assert any("classifier" in n for n in trainable)
+
+    run_dir = train.run(cfg)
+    adapter = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    assert all("lora_" in k or "classifier" in k for k in adapter)
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in adapter.items())  # B starts at zero
+    base = load_file(tiny_bert / "model.safetensors")
+    from tunelab.inference import load_run
+
+    tuned = load_run(run_dir).model
+    query = tuned.base_model.model.bert.encoder.layer[0].attention.self.query.base_layer.weight
+    assert torch.equal(query, base["encoder.layer.0.attention.self.query.weight"])
+
+
+def test_loss_falls_on_repeated_data(tmp_path, tiny_bert):
+    run_dir = train.run(load_config(train_config(tmp_path, tiny_bert, train={"epochs": 6})))
+    losses = [e["loss"] for e in map(json.loads, (run_dir / "train_log.jsonl").read_text().splitlines()) if "loss" in e]
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def first_step_gradients(tmp_path, model, batch, accumulation, monkeypatch, task="classification"):
+    """Gradients of every trainable parameter just before the first optimizer step."""
+    from transformers import TrainerCallback
+
+    captured = {}
+
+    class Capture(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            if not captured:
+                captured.update({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+
+    real_callbacks = train.callbacks
+    monkeypatch.setattr(train, "callbacks", lambda *a: real_callbacks(*a) + [Capture()])
+    cfg = load_config(train_config(tmp_path, model, task=task, train={"batch_size": batch, "gradient_accumulation_steps":
+                                                           accumulation, "max_steps": 1, "eval_strategy": "no",
+                                                           "max_grad_norm": 0}))
+    train.run(cfg)
+    monkeypatch.setattr(train, "callbacks", real_callbacks)
+    return captured
+
+
+@pytest.mark.parametrize("task", ["classification", "causal_lm"])
+def test_gradient_accumulation_1x4_equals_4x1(tmp_path, tiny_bert, tiny_llama, monkeypatch, task):
+    model = tiny_bert if task == "classification" else tiny_llama
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    one_by_four = first_step_gradients(tmp_path / "a", model, 4, 1, monkeypatch, task)
+    four_by_one = first_step_gradients(tmp_path / "b", model, 1, 4, monkeypatch, task)
+    assert one_by_four and one_by_four.keys() == four_by_one.keys()
+    for key in one_by_four:
+        scale = one_by_four[key].abs().max().item() + 1e-12
+        assert torch.allclose(one_by_four[key], four_by_one[key], atol=1e-5 * scale, rtol=1e-4), key
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, tiny_bert, monkeypatch):
+    from transformers import TrainerCallback
+
+    (tmp_path / "full").mkdir(), (tmp_path / "resumed").mkdir()
+    settings = {"train": {"epochs": 3, "eval_strategy": "no", "save_total_limit": 5}}
+    uninterrupted = train.run(load_config(train_config(tmp_path / "full", tiny_bert, **settings)))
+    expected = load_file(uninterrupted / "adapter" / "adapter_model.safetensors")
+
+    class CrashAfterFirstSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            raise Crash()
+
+    real_callbacks = train.callbacks
+    monkeypatch.setattr(train, "callbacks", lambda *a: real_callbacks(*a) + [CrashAfterFirstSave()])
+    cfg = load_config(train_config(tmp_path / "resumed", tiny_bert, **settings))
+    with pytest.raises(Crash):
+        train.run(cfg)
+    monkeypatch.setattr(train, "callbacks", real_callbacks)
+    run_dir = tmp_path / "resumed" / "run"
+    assert not (run_dir / "COMPLETE").exists() and (run_dir / "checkpoints").exists()
+    with pytest.raises(Exception, match="interrupted run"):
+        train.run(cfg)
+    train.run(cfg, resume=True)
+    resumed = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    for key in expected:
+        assert torch.allclose(expected[key], resumed[key], atol=1e-5), key
+
+
+def test_resume_refuses_a_changed_config(tmp_path, tiny_bert):
+    cfg = load_config(train_config(tmp_path, tiny_bert, train={"max_steps": 2, "eval_strategy": "no"}))
+    train.run(cfg)
+    (tmp_path / "run" / "COMPLETE").unlink()
+    changed = load_config(train_config(tmp_path, tiny_bert, train={"max_steps": 2, "eval_strategy": "no"}),
+                          ["lora.r=2"])
+    with pytest.raises(Exception, match=r"changed: lora.r \(4 -> 2\)"):
+        train.run(changed, resume=True)
+
+
+def test_merged_logits_equal_adapter_logits(tmp_path, tiny_bert):
+    from transformers import AutoModelForSequenceClassification
+
+    from tunelab import merge
+    from tunelab.inference import load_run
+
+    # init_lora_weights=false starts B random, so the adapter changes outputs even before training.
+    cfg = load_config(train_config(tmp_path, tiny_bert, lora={"init_lora_weights": False},
+                                   train={"max_steps": 2, "eval_strategy": "no"}))
+    run_dir = train.run(cfg)
+    merged_dir = merge.run(run_dir)
+    loaded = load_run(run_dir)
+    merged = AutoModelForSequenceClassification.from_pretrained(merged_dir).eval()
+    batch = loaded.tokenizer(["alpha item 3", "gamma item 11 and more"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(**batch).logits, merged(**batch).logits, atol=1e-5)
+    assert merged.config.id2label[0] == "alpha"
+
+
+def test_predict_is_stable_for_a_saved_run(tmp_path, tiny_bert, run_cli):
+    run_dir = train.run(load_config(train_config(tmp_path, tiny_bert, train={"epochs": 6})))
+    code, first, err = run_cli("predict", run_dir, "alpha item 3", "beta item 1")
+    assert code == 0, err
+    assert run_cli("predict", run_dir, "alpha item 3", "beta item 1")[1] == first
+    assert first.splitlines()[0].startswith("alpha\t")
+    out = tmp_path / "out.jsonl"
+    (tmp_path / "in.jsonl").write_text('{"text": "gamma item 2"}\n"beta item 7"\n')
+    assert run_cli("predict", run_dir, "--input", tmp_path / "in.jsonl", "--output", out)[0] == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2 and abs(sum(rows[0]["probabilities"].values()) - 1) < 1e-4
+
+
+def test_stages_refuse_incomplete_runs(tmp_path, tiny_bert, run_cli):
+    cfg = load_config(train_config(tmp_path, tiny_bert, train={"max_steps": 1, "eval_strategy": "no"}))
+    run_dir = train.run(cfg)
+    (run_dir / "COMPLETE").unlink()
+    code, _, err = run_cli("predict", run_dir, "alpha")
+    assert code == 2 and "incomplete" in err and "--resume" in err
+    code, _, err = run_cli("merge", tmp_path / "nowhere")
+    assert code == 2 and "not a tunelab run folder" in err
+
+
+def test_causal_lm_lora_generates(tmp_path, tiny_llama, run_cli):
+    run_dir = train.run(load_config(train_config(tmp_path, tiny_llama, task="causal_lm", train={"epochs": 1})))
+    assert (run_dir / "adapter").exists() and not (run_dir / "labels.json").exists()
+    code, out, err = run_cli("predict", run_dir, "Say alpha.", "--max-new-tokens", "5")
+    assert code == 0, err
+
+
+def test_unknown_method_lists_valid_names(tmp_path, tiny_bert):
+    from tunelab.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(train_config(tmp_path, tiny_bert), ["method.name=lorax"])
+    assert "'lora-8bit'" in caught.value.problems[0]
+    assert set(METHODS) == {"full", "freeze", "lora", "dora", "rslora", "adalora", "qlora", "lora-8bit"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["classification", "causal_lm"])
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_runs_two_steps(tmp_path, tiny_bert, tiny_llama, task, method):
+    if method in ("qlora", "lora-8bit"):
+        pytest.importorskip("bitsandbytes", reason="quantized bases need bitsandbytes (pip install tunelab[quant])")
+    model = tiny_bert if task == "classification" else tiny_llama
+    cfg = load_config(train_config(tmp_path, model, task=task, method={"name": method},
+                                   train={"max_steps": 2, "eval_strategy": "no"}))
+    run_dir = train.run(cfg)
+    metrics = read_json(run_dir / "metrics.json")
+    assert metrics["steps"] == 2 and metrics["method"] == method
+    assert (run_dir / ("model" if method in ("full", "freeze") else "adapter")).exists()
+    if method == "full":
+        assert metrics["trainable_params"] == metrics["total_params"]
+    else:
+        assert 0 < metrics["trainable_params"] < metrics["total_params"]
