@@ -20,7 +20,7 @@ def tunelab(*args, cwd=None):
 def test_help_lists_every_command():
     result = tunelab("--help")
     assert result.returncode == 0
-    for command in ("prepare", "config", "make-tiny-model"):
+    for command in ("demo", "prepare", "train", "predict", "merge", "config", "make-tiny-model"):
         assert command in result.stdout
     prepare_help = tunelab("prepare", "--help").stdout
     assert "KEY=VALUE" in prepare_help and "config schema" in prepare_help
@@ -46,6 +46,6 @@ def test_bugs_keep_their_traceback(monkeypatch, tmp_path):
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     blocks = [b.split("```", 1)[0].strip() for b in readme.split("```bash\n")[1:3]]
-    assert blocks[0].endswith("tunelab prepare configs/support-intents-lora.yaml")
+    assert blocks[0].endswith("tunelab demo")
     assert blocks[1].endswith("pytest")
     assert blocks[1] in (ROOT / ".ci" / "run").read_text()

@@ -19,8 +19,11 @@ def read_json(path):
     return json.loads(path.read_text())
 
 
-def test_lora_run_folder_and_metrics(tmp_path, tiny_bert):
-    run_dir = train.run(load_config(train_config(tmp_path, tiny_bert)))
+def test_lora_run_folder_and_metrics(tmp_path, tiny_bert, capsys):
+    run_dir = train.run(load_config(train_config(tmp_path, tiny_bert, train={"report_to": ["tensorboard"]})))
+    progress = capsys.readouterr().err  # not a terminal here: one plain line per logging step
+    assert "step 2/" in progress and "samples/s" in progress and "eta" in progress and "loss" in progress
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*")), "TensorBoard wrote no events"
     for name in ("COMPLETE", "config.yaml", "versions.json", "data_report.json", "labels.json", "metrics.json",
                  "train_log.jsonl", "README.md", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
                  "tokenizer/tokenizer.json"):
@@ -211,3 +214,47 @@ def test_every_method_runs_two_steps(tmp_path, tiny_bert, tiny_llama, task, meth
         assert metrics["trainable_params"] == metrics["total_params"]
     else:
         assert 0 < metrics["trainable_params"] < metrics["total_params"]
+    if method in ("qlora", "lora-8bit"):
+        from tunelab import merge
+        from tunelab.errors import RunFolderError
+
+        with pytest.raises(RunFolderError, match="--full-precision"):
+            merge.run(run_dir)
+        assert (merge.run(run_dir, full_precision=True) / "config.json").exists()
+
+
+def test_freeze_trains_only_the_top_layers_and_head(tmp_path, tiny_llama):
+    cfg = load_config(train_config(tmp_path, tiny_llama, task="causal_lm", method={"name": "freeze"}),
+                      ["train.freeze_layers_trainable=1"])
+    model = build_model(MethodContext(cfg, None, CPU, total_steps=10))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(n.startswith("model.layers.1.") for n in trainable)
+    assert not any(n.startswith("model.layers.0.") or "embed_tokens" in n for n in trainable)
+    assert "model.norm.weight" in trainable
+
+
+def test_init_from_continues_an_existing_adapter(tmp_path, tiny_bert):
+    (tmp_path / "first").mkdir(), (tmp_path / "second").mkdir()
+    first = train.run(load_config(train_config(tmp_path / "first", tiny_bert, train={"max_steps": 3,
+                                                                                      "eval_strategy": "no"})))
+    cfg = load_config(train_config(tmp_path / "second", tiny_bert, method={"init_from": str(first / "adapter")},
+                                   train={"max_steps": 1, "eval_strategy": "no", "learning_rate": 1e-9}))
+    model = build_model(MethodContext(cfg, ["alpha", "beta", "gamma"], CPU, total_steps=1))
+    start = load_file(first / "adapter" / "adapter_model.safetensors")
+    loaded = {n: p for n, p in model.named_parameters() if "lora_B" in n}
+    key = next(k for k in start if k.endswith("query.lora_B.weight"))
+    match = next(p for n, p in loaded.items() if n.replace(".default", "") == key)
+    assert torch.equal(match.detach(), start[key]) and match.requires_grad
+
+
+def test_cpu_never_uses_half_precision_and_threads_follow_the_config(tmp_path, tiny_bert):
+    from tunelab.modeling import choose_device, set_threads
+
+    cfg = load_config(train_config(tmp_path, tiny_bert), ["train.device=cpu", "train.threads=1"])
+    device = choose_device(cfg)
+    assert device.type == "cpu" and device.bf16 is False
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(cfg) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -10,6 +10,10 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 
+# What a person watching training wants to see; train_log.jsonl keeps everything.
+SHOWN = ("loss", "grad_norm", "learning_rate", "eval_loss", "eval_accuracy", "eval_macro_f1", "train_loss")
+
+
 class ProgressCallback(TrainerCallback):
     """A tqdm bar with loss, samples/s and ETA on a terminal; a plain line per log step otherwise."""
 
@@ -45,7 +49,7 @@ class ProgressCallback(TrainerCallback):
             self.bar.set_postfix(**shown, samples_s=f"{speed:.1f}")
             return
         parts = [f"step {state.global_step}/{state.max_steps}", f"epoch {state.epoch or 0:.2f}"]
-        parts += [f"{k} {v:.4g}" for k, v in logs.items() if isinstance(v, (int, float)) and k != "epoch"]
+        parts += [f"{k} {v:.4g}" for k, v in logs.items() if k in SHOWN]
         remaining = (state.max_steps - state.global_step) * self.samples_per_step / speed if speed else 0
         parts += [f"{speed:.1f} samples/s", f"eta {remaining:.0f}s"]
         print("  ".join(parts), file=self.stream, flush=True)

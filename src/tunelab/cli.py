@@ -61,7 +61,7 @@ def _train(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.config, args.overrides)
     try:
-        run_dir = train.run(cfg, resume=args.resume)
+        run_dir = train.run(cfg, resume=args.resume, echo=print)
     except KeyboardInterrupt:
         print(f"tunelab: interrupted; continue with: tunelab train {args.config} --resume", file=sys.stderr)
         raise SystemExit(130) from None
@@ -119,7 +119,7 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from tunelab import demo
 
-    summary = demo.run(args.out, args.overrides)
+    summary = demo.run(args.out, args.overrides, echo=print)
     print(demo.summary_table(summary))
     print(f"wrote {summary['run_dir']}/summary.json")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -40,7 +41,7 @@ def demo_config(out: str | Path, overrides: list[str] = ()):
     return validate(tree, default_name="demo", source="demo config")
 
 
-def run(out: str | Path = "runs/demo", overrides: list[str] = ()) -> dict:
+def run(out: str | Path = "runs/demo", overrides: list[str] = (), echo: Callable[[str], None] = lambda _: None) -> dict:
     """Train, measure base and tuned on the test split, write ``summary.json``; return the summary."""
     from tunelab import train
     from tunelab.inference import class_probabilities, load_run
@@ -48,15 +49,18 @@ def run(out: str | Path = "runs/demo", overrides: list[str] = ()) -> dict:
     from tunelab.probe import probe_scores
 
     cfg = demo_config(out, list(overrides))
-    run_dir = train.run(cfg)
+    echo(f"[1/3] preparing the built-in support-intent data and LoRA-fine-tuning {cfg.model.name} ...")
+    run_dir = train.run(cfg, echo=echo)
     label2id = read_json(run_dir / "labels.json")["label2id"]
     train_rows, test_rows = _rows(run_dir, "train"), _rows(run_dir, "test")
+    echo("[2/3] base: fitting a linear probe on the frozen encoder (same train split) ...")
     started = time.perf_counter()
     base = probe_scores(resolve_model(cfg.model.name), [r["text"] for r in train_rows],
                         [label2id[r["label"]] for r in train_rows], [r["text"] for r in test_rows],
                         [label2id[r["label"]] for r in test_rows], len(label2id), cfg.data.max_length)
     probe_seconds = time.perf_counter() - started
 
+    echo("[3/3] tuned: scoring the fine-tuned model on the held-out test split ...")
     loaded = load_run(run_dir)
     probs = class_probabilities(loaded.model, loaded.tokenizer, [r["text"] for r in test_rows],
                                 cfg.data.max_length, cfg.eval.batch_size)

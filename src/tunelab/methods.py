@@ -69,12 +69,12 @@ def lora_config(ctx: MethodContext, config_class=None, **extra):
 
     lora = ctx.cfg.lora
     task_type = TaskType.SEQ_CLS if ctx.cfg.task == "classification" else TaskType.CAUSAL_LM
-    fields = dict(r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+    fields = dict(lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
                   target_modules=lora.target_modules, bias=lora.bias, modules_to_save=lora.modules_to_save,
                   init_lora_weights=lora.init_lora_weights, task_type=task_type)
-    if config_class is None:
+    if config_class is None:  # AdaLoRA sets its ranks through init_r / target_r instead
         config_class = LoraConfig
-        fields.update(use_rslora=lora.use_rslora, use_dora=lora.use_dora)
+        fields.update(r=lora.r, use_rslora=lora.use_rslora, use_dora=lora.use_dora)
     fields.update(extra)
     return config_class(**fields)
 

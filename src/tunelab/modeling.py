@@ -118,7 +118,7 @@ def load_base_model(cfg: TunelabConfig, labels: list[str] | None, device: Device
     else:
         auto = AutoModelForCausalLM
     try:
-        model = _quietly(auto.from_pretrained, location, **kwargs)
+        model = quietly(auto.from_pretrained, location, **kwargs)
     except OSError as err:
         if Path(location).is_dir():
             raise ModelLoadError(f"model.name: cannot load {location} ({str(err).splitlines()[0]})") from None
@@ -129,16 +129,19 @@ def load_base_model(cfg: TunelabConfig, labels: list[str] | None, device: Device
     return model
 
 
-def _quietly(load, *args, **kwargs):
+def quietly(load, *args, **kwargs):
     """Load without transformers' report of newly initialised head weights (expected: the head is new)."""
     from transformers.utils import logging as hf_logging
 
-    level = hf_logging.get_verbosity()
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # a bar for loading a few hundred tensors is noise
     try:
         return load(*args, **kwargs)
     finally:
         hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def align_pad_token(model, tokenizer) -> None:

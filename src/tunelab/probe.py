@@ -49,8 +49,10 @@ def probe_scores(model_location: str, train_texts: list[str], train_labels: list
     import numpy as np
     from transformers import AutoModel, AutoTokenizer
 
+    from tunelab.modeling import quietly
+
     tokenizer = AutoTokenizer.from_pretrained(model_location)
-    encoder = AutoModel.from_pretrained(model_location, dtype=torch.float32, use_safetensors=True).eval()
+    encoder = quietly(AutoModel.from_pretrained, model_location, dtype=torch.float32, use_safetensors=True).eval()
     probe = fit_probe(embed(encoder, tokenizer, train_texts, max_length), torch.tensor(train_labels), num_labels)
     with torch.inference_mode():
         predictions = probe(embed(encoder, tokenizer, test_texts, max_length)).argmax(-1).numpy()

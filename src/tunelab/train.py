@@ -16,6 +16,7 @@ import math
 import resource
 import time
 from pathlib import Path
+from typing import Callable
 
 from tunelab import prepare
 from tunelab.config.schema import TunelabConfig
@@ -31,8 +32,8 @@ TRAINING_OUTPUTS = ("adapter", "model", "checkpoints", "tensorboard", "metrics.j
                     "versions.json", "README.md", STATE_FILE, "merged")
 
 
-def run(cfg: TunelabConfig, resume: bool = False) -> Path:
-    """Train as the config says; return the complete run folder."""
+def run(cfg: TunelabConfig, resume: bool = False, echo: Callable[[str], None] | None = None) -> Path:
+    """Train as the config says; return the complete run folder. ``echo`` receives the data summary."""
     run_dir = Path(cfg.output.dir)
     if resume:
         check_resumable(run_dir, cfg)
@@ -41,6 +42,10 @@ def run(cfg: TunelabConfig, resume: bool = False) -> Path:
             raise RunFolderError(f"{run_dir}: holds an interrupted run; continue it with --resume, or set "
                                  "output.overwrite=true to start over")
         prepare.run(cfg)
+        if echo:
+            from tunelab.data.report import summary_text
+
+            echo(summary_text(read_json(run_dir / "data_report.json")))
         for name in TRAINING_OUTPUTS:
             _remove(run_dir / name)
         write_json(run_dir / STATE_FILE, {"config": cfg.model_dump(mode="json"), "config_hash": config_hash(cfg),
@@ -49,9 +54,13 @@ def run(cfg: TunelabConfig, resume: bool = False) -> Path:
 
 
 def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
+    import warnings
+
     import datasets
     from transformers import AutoTokenizer, Trainer, set_seed
 
+    # transformers' own Trainer still calls an API it deprecated; not actionable for users.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     data = datasets.load_from_disk(str(run_dir / "data" / "tokenized"))
     labels = _labels(run_dir) if cfg.task == "classification" else None
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer")
