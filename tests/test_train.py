@@ -258,3 +258,34 @@ def test_cpu_never_uses_half_precision_and_threads_follow_the_config(tmp_path, t
         assert set_threads(cfg) == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("options", [
+    {"group_by_length": True, "lr_scheduler": "cosine", "eval_strategy": "steps", "eval_steps": 2},
+    {"gradient_checkpointing": True, "weight_decay": 0.01, "warmup_ratio": 0.2},
+], ids=["grouped-cosine-steps", "checkpointing"])
+@pytest.mark.parametrize("task", ["classification", "causal_lm"])
+def test_training_options_run(tmp_path, tiny_bert, tiny_llama, task, options):
+    model = tiny_bert if task == "classification" else tiny_llama
+    run_dir = train.run(load_config(train_config(tmp_path, model, task=task, train={"max_steps": 4, **options})))
+    metrics = read_json(run_dir / "metrics.json")
+    assert metrics["steps"] == 4 and metrics["final_train_loss"] > 0
+
+
+def test_early_stopping_stops_when_validation_stops_improving(tmp_path, tiny_bert):
+    cfg = load_config(train_config(tmp_path, tiny_bert, train={
+        "epochs": 20, "learning_rate": 1e-12, "early_stopping_patience": 1, "eval_strategy": "epoch",
+        "metric_for_best_model": "loss"}))
+    metrics = read_json(train.run(cfg) / "metrics.json")
+    assert metrics["epochs"] <= 3  # no improvement after the first evaluation -> stop after the next one
+
+
+def test_adalora_reallocates_ranks_on_the_real_step_schedule(tmp_path, tiny_llama):
+    cfg = load_config(train_config(tmp_path, tiny_llama, task="causal_lm", method={"name": "adalora"},
+                                   train={"epochs": 10, "eval_strategy": "no"}))
+    run_dir = train.run(cfg)
+    config = read_json(run_dir / "adapter" / "adapter_config.json")
+    steps = read_json(run_dir / "metrics.json")["steps"]
+    assert config["total_step"] == steps and config["target_r"] == 4 and config["init_r"] == 6
+    ranks = [sum(mask) for mask in config["rank_pattern"].values()]
+    assert min(ranks) < 6  # importance-based pruning happened

@@ -61,6 +61,9 @@ def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
 
     # transformers' own Trainer still calls an API it deprecated; not actionable for users.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    if cfg.method.name == "adalora":
+        # AdaLoRA prunes some modules to rank 0 by design; PEFT mistakes that for unsaved shards.
+        warnings.filterwarnings("ignore", message=".*LoRA tensor\\(s\\) have invalid shape.*")
     data = datasets.load_from_disk(str(run_dir / "data" / "tokenized"))
     labels = _labels(run_dir) if cfg.task == "classification" else None
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer")
@@ -71,9 +74,7 @@ def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
     model = build_model(MethodContext(cfg, labels, device, total_steps))
     align_pad_token(model, tokenizer)
     if cfg.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if hasattr(model, "enable_input_require_grads"):
-            model.enable_input_require_grads()  # frozen embeddings would cut the graph otherwise
+        enable_checkpointing(model)
 
     has_eval = cfg.train.eval_strategy != "no" and len(data["validation"]) > 0
     trainer = Trainer(
@@ -105,6 +106,17 @@ def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
     write_json(run_dir / "versions.json", {**versions(), "device": device.description, "threads": threads})
     (run_dir / COMPLETE_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
     return run_dir
+
+
+def enable_checkpointing(model) -> None:
+    """Recompute activations in the backward pass (transformers >= 5.x renamed the API)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if hasattr(base, "activation_checkpointing_enable"):
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(base, "enable_input_require_grads"):
+        base.enable_input_require_grads()  # frozen embeddings would otherwise cut the graph
 
 
 def training_arguments(cfg: TunelabConfig, run_dir: Path, device: Device, has_eval: bool):
