@@ -110,6 +110,21 @@ def _predict(args: argparse.Namespace) -> None:
         print(f"wrote {len(results)} results to {args.output}")
 
 
+def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    _run_argument(parser)
+    parser.add_argument("--split", choices=["train", "validation", "test"], default=None,
+                        help="split to measure (default: the run's eval.split, normally test)")
+    parser.add_argument("--max-examples", type=int, default=None, help="evaluate only the first N examples")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from tunelab import evaluate
+
+    report = evaluate.run(args.run, split=args.split, max_examples=args.max_examples)
+    print(evaluate.table_text(report))
+    print(f"wrote {report['run']}/eval.json and predictions.jsonl")
+
+
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="run folder for the demo (default runs/demo)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -170,6 +185,12 @@ COMMANDS: dict[str, Command] = {
                      "Prepares the data, builds the model through the chosen method (full, freeze, lora, dora, "
                      "rslora, adalora, qlora, lora-8bit), trains with the Hugging Face Trainer and writes a "
                      "complete run folder: adapter/ or model/, metrics.json, train_log.jsonl, versions.json."),
+    "evaluate": Command("measure base vs tuned on a split, with a 95% bootstrap CI of the delta",
+                        _evaluate_arguments, _evaluate,
+                        "Scores the tuned model and the base model (classification: a linear probe on the frozen "
+                        "encoder; causal LM: the base model itself) on the same examples, prints metric, base, "
+                        "tuned, delta and a paired-bootstrap 95% CI, and writes RUN/eval.json and "
+                        "RUN/predictions.jsonl."),
     "predict": Command("classify texts or complete prompts with a finished run", _predict_arguments, _predict),
     "merge": Command("fold a run's adapter into the base: RUN/merged/, loadable with from_pretrained",
                      _merge_arguments, _merge),

@@ -22,6 +22,7 @@ class LoadedRun:
     model: object
     tokenizer: object
     labels: list[str] | None
+    format: str                  # the data format preparation detected (classification, instruction, chat, text)
 
 
 def open_run(run_dir: str | Path) -> tuple[Path, TunelabConfig]:
@@ -42,8 +43,9 @@ def load_run(run_dir: str | Path, merged: bool = False) -> LoadedRun:
     """The run's trained model in eval mode (base + adapter, the full model, or ``merged/``)."""
     from transformers import AutoTokenizer
 
-    from tunelab.modeling import Device, align_pad_token, load_base_model
+    from tunelab.modeling import Device, align_pad_token, load_base_model, silence_known_warnings
 
+    silence_known_warnings()
     run_dir, cfg = open_run(run_dir)
     labels = run_labels(run_dir) if cfg.task == "classification" else None
     device = Device("cpu", False, "cpu")
@@ -60,7 +62,8 @@ def load_run(run_dir: str | Path, merged: bool = False) -> LoadedRun:
         model = PeftModel.from_pretrained(load_base_model(cfg, labels, device), run_dir / "adapter")
     align_pad_token(model, tokenizer)
     model.eval()
-    return LoadedRun(run_dir, cfg, model, tokenizer, labels)
+    fmt = read_json(run_dir / "data_report.json")["format"]
+    return LoadedRun(run_dir, cfg, model, tokenizer, labels, fmt)
 
 
 def run_labels(run_dir: Path) -> list[str]:
@@ -104,7 +107,7 @@ def generate(loaded: LoadedRun, prompts: list[str], max_new_tokens: int, tempera
     outputs = []
     torch.manual_seed(seed)
     for prompt in prompts:
-        if loaded.cfg.data.format == "text" or not tokenizer.chat_template:
+        if loaded.format == "text" or not tokenizer.chat_template:
             text = prompt
         else:
             text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,

@@ -1,23 +1,35 @@
-"""Metrics: a registry from name to function, each documented with exactly how it is computed."""
+"""Metrics: registries from name to function, each documented with exactly how it is computed.
+
+Every scalar metric takes per-example ``outputs`` and ``references`` (same length) and returns
+one float, so a paired bootstrap can recompute it on resampled examples:
+
+- classification: outputs and references are class ids;
+- language modelling: outputs are ``(nll_sum, token_count)`` per example, references unused;
+- generation: outputs are generated strings, references the expected strings.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+import math
+from typing import Callable, Sequence
 
 import numpy as np
 
+Metric = Callable[[Sequence, Sequence], float]
 
-def accuracy(predictions: np.ndarray, references: np.ndarray) -> float:
+
+def accuracy(predictions: Sequence[int], references: Sequence[int]) -> float:
     """Share of examples whose predicted class id equals the reference id."""
+    predictions, references = np.asarray(predictions), np.asarray(references)
     return float(np.mean(predictions == references)) if len(references) else 0.0
 
 
-def macro_f1(predictions: np.ndarray, references: np.ndarray) -> float:
-    """Unweighted mean over classes of F1 = 2PR / (P + R), over every class that occurs in the
-    references or the predictions; a class with no true positives scores 0."""
-    classes = np.union1d(predictions, references)
+def macro_f1(predictions: Sequence[int], references: Sequence[int]) -> float:
+    """Unweighted mean over classes of F1 = 2TP / (2TP + FP + FN), over every class that occurs
+    in the references or the predictions; a class with no true positive scores 0."""
+    predictions, references = np.asarray(predictions), np.asarray(references)
     scores = []
-    for c in classes:
+    for c in np.union1d(predictions, references):
         tp = np.sum((predictions == c) & (references == c))
         fp = np.sum((predictions == c) & (references != c))
         fn = np.sum((predictions != c) & (references == c))
@@ -25,10 +37,72 @@ def macro_f1(predictions: np.ndarray, references: np.ndarray) -> float:
     return float(np.mean(scores)) if scores else 0.0
 
 
-CLASSIFICATION_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "accuracy": accuracy,
-    "macro_f1": macro_f1,
-}
+def confusion_matrix(predictions: Sequence[int], references: Sequence[int], num_labels: int) -> list[list[int]]:
+    """Counts: row = reference class id, column = predicted class id."""
+    matrix = np.zeros((num_labels, num_labels), dtype=int)
+    for p, r in zip(predictions, references):
+        matrix[r, p] += 1
+    return matrix.tolist()
+
+
+def per_class(predictions: Sequence[int], references: Sequence[int], labels: list[str]) -> dict[str, dict]:
+    """Precision TP/(TP+FP), recall TP/(TP+FN) and support (reference count) for each class (0 when undefined)."""
+    matrix = np.asarray(confusion_matrix(predictions, references, len(labels)))
+    report = {}
+    for i, name in enumerate(labels):
+        tp, predicted, support = matrix[i, i], matrix[:, i].sum(), matrix[i, :].sum()
+        report[name] = {"precision": float(tp / predicted) if predicted else 0.0,
+                        "recall": float(tp / support) if support else 0.0, "support": int(support)}
+    return report
+
+
+def mean_loss(outputs: Sequence[tuple[float, int]], references: Sequence = ()) -> float:
+    """Token-weighted mean negative log-likelihood (nats): sum of NLL over all evaluated tokens
+    divided by the number of evaluated tokens (prompt tokens masked with -100 are not evaluated)."""
+    nll = sum(o[0] for o in outputs)
+    tokens = sum(o[1] for o in outputs)
+    return nll / tokens if tokens else float("nan")
+
+
+def perplexity(outputs: Sequence[tuple[float, int]], references: Sequence = ()) -> float:
+    """exp(token-weighted mean NLL) over every evaluated token of every example."""
+    return math.exp(mean_loss(outputs))
+
+
+def bleu(outputs: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus BLEU (sacrebleu defaults: 13a tokenization, up to 4-grams, brevity penalty), 0-100."""
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(list(outputs), [list(references)]).score)
+
+
+def _rouge(kind: str) -> Metric:
+    def score(outputs: Sequence[str], references: Sequence[str]) -> float:
+        from rouge_score import rouge_scorer
+
+        scorer = rouge_scorer.RougeScorer([kind], use_stemmer=True)
+        values = [scorer.score(ref, out)[kind].fmeasure for out, ref in zip(outputs, references)]
+        return float(np.mean(values)) if values else 0.0
+
+    score.__doc__ = (f"Mean over examples of the {kind.upper()} F-measure (rouge-score, Porter stemming), 0-1: "
+                     + {"rouge1": "unigram overlap.", "rouge2": "bigram overlap.",
+                        "rougeL": "longest common subsequence."}[kind])
+    return score
+
+
+def exact_match(outputs: Sequence[str], references: Sequence[str]) -> float:
+    """Share of examples whose output equals the reference after lower-casing and collapsing whitespace."""
+    def norm(text: str) -> str:
+        return " ".join(text.lower().split())
+
+    return float(np.mean([norm(o) == norm(r) for o, r in zip(outputs, references)])) if outputs else 0.0
+
+
+CLASSIFICATION_METRICS: dict[str, Metric] = {"accuracy": accuracy, "macro_f1": macro_f1}
+LANGUAGE_MODEL_METRICS: dict[str, Metric] = {"perplexity": perplexity, "mean_loss": mean_loss}
+GENERATION_METRICS: dict[str, Metric] = {"bleu": bleu, "rouge1": _rouge("rouge1"), "rouge2": _rouge("rouge2"),
+                                         "rougeL": _rouge("rougeL"), "exact_match": exact_match}
+LOWER_IS_BETTER = {"perplexity", "mean_loss"}
 
 
 def classification_metrics(eval_prediction) -> dict[str, float]:
@@ -38,3 +112,18 @@ def classification_metrics(eval_prediction) -> dict[str, float]:
         logits = logits[0]
     predictions = np.argmax(logits, axis=-1)
     return {name: fn(predictions, references) for name, fn in CLASSIFICATION_METRICS.items()}
+
+
+def paired_bootstrap(metric: Metric, base: Sequence, tuned: Sequence, references: Sequence,
+                     samples: int, seed: int) -> tuple[float, float]:
+    """95% interval of metric(tuned) - metric(base), resampling examples with replacement, the
+    same resample for both (paired), ``samples`` times with a seeded generator."""
+    rng = np.random.default_rng(seed)
+    n = len(references)
+    deltas = []
+    for _ in range(samples):
+        idx = rng.integers(0, n, n)
+        pick = lambda values: [values[i] for i in idx]  # noqa: E731
+        deltas.append(metric(pick(tuned), pick(references)) - metric(pick(base), pick(references)))
+    low, high = np.percentile(deltas, [2.5, 97.5])
+    return float(low), float(high)

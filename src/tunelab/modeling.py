@@ -129,6 +129,13 @@ def load_base_model(cfg: TunelabConfig, labels: list[str] | None, device: Device
     return model
 
 
+def silence_known_warnings() -> None:
+    """Hide warnings users cannot act on: transformers' own code calling an API it deprecated."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
 def quietly(load, *args, **kwargs):
     """Load without transformers' report of newly initialised head weights (expected: the head is new)."""
     from transformers.utils import logging as hf_logging

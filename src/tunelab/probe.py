@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 
-from tunelab.metrics import CLASSIFICATION_METRICS
 
 
 def embed(encoder, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> torch.Tensor:
@@ -43,10 +42,9 @@ def fit_probe(features: torch.Tensor, labels: torch.Tensor, num_labels: int, l2:
     return probe
 
 
-def probe_scores(model_location: str, train_texts: list[str], train_labels: list[int], test_texts: list[str],
-                 test_labels: list[int], num_labels: int, max_length: int) -> dict[str, float]:
-    """Fit the probe on train, score it on test with every classification metric."""
-    import numpy as np
+def probe_predictions(model_location: str, train_texts: list[str], train_labels: list[int], texts: list[str],
+                      num_labels: int, max_length: int) -> list[int]:
+    """Fit the probe on the train split; return its predicted class id for each of ``texts``."""
     from transformers import AutoModel, AutoTokenizer
 
     from tunelab.modeling import quietly
@@ -55,6 +53,4 @@ def probe_scores(model_location: str, train_texts: list[str], train_labels: list
     encoder = quietly(AutoModel.from_pretrained, model_location, dtype=torch.float32, use_safetensors=True).eval()
     probe = fit_probe(embed(encoder, tokenizer, train_texts, max_length), torch.tensor(train_labels), num_labels)
     with torch.inference_mode():
-        predictions = probe(embed(encoder, tokenizer, test_texts, max_length)).argmax(-1).numpy()
-    references = np.asarray(test_labels)
-    return {name: fn(predictions, references) for name, fn in CLASSIFICATION_METRICS.items()}
+        return probe(embed(encoder, tokenizer, texts, max_length)).argmax(-1).tolist()

@@ -23,7 +23,7 @@ from tunelab.config.schema import TunelabConfig
 from tunelab.data.collate import PadCollator
 from tunelab.errors import RunFolderError
 from tunelab.methods import PEFT_METHODS, MethodContext, build_model
-from tunelab.modeling import Device, align_pad_token, choose_device, set_threads
+from tunelab.modeling import Device, align_pad_token, choose_device, set_threads, silence_known_warnings
 from tunelab.runs import COMPLETE_MARKER, read_json, versions, write_json
 from tunelab.train_outputs import save_outputs
 
@@ -59,8 +59,7 @@ def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
     import datasets
     from transformers import AutoTokenizer, Trainer, set_seed
 
-    # transformers' own Trainer still calls an API it deprecated; not actionable for users.
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    silence_known_warnings()
     if cfg.method.name == "adalora":
         # AdaLoRA prunes some modules to rank 0 by design; PEFT mistakes that for unsaved shards.
         warnings.filterwarnings("ignore", message=".*LoRA tensor\\(s\\) have invalid shape.*")
@@ -83,7 +82,7 @@ def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
         data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
         compute_metrics=_classification_metrics() if cfg.task == "classification" else None,
         callbacks=callbacks(cfg, run_dir, has_eval))
-    _replace_printer(trainer, cfg)
+    _replace_printer(trainer)
     if cfg.task == "classification":
         # Sequence classifiers take **kwargs but return a per-batch mean loss that ignores
         # num_items_in_batch; told otherwise, the Trainer skips dividing by the accumulation
@@ -165,7 +164,7 @@ def callbacks(cfg: TunelabConfig, run_dir: Path, has_eval: bool) -> list:
     return found
 
 
-def _replace_printer(trainer, cfg: TunelabConfig) -> None:
+def _replace_printer(trainer) -> None:
     """Our ProgressCallback prints progress; drop the Trainer's raw dict printer."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 

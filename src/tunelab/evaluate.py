@@ -1,0 +1,78 @@
+"""Stage 3, evaluate: base vs tuned on the same split, with a paired bootstrap CI of the delta.
+
+    tunelab evaluate runs/my-run [--split test]
+
+- classification: the base is a linear probe on the frozen base encoder trained on the same
+  train split (an untrained head would only measure chance); metrics: accuracy, macro-F1,
+  per-class precision/recall, confusion matrix.
+- causal LM: the base is the base model itself (the adapter switched off, or the original
+  weights for full/freeze runs); metrics: perplexity and mean loss on the completion tokens,
+  and for instruction/chat data BLEU, ROUGE-1/2/L and exact match of greedy generations.
+Writes ``RUN/eval.json`` and ``RUN/predictions.jsonl`` (input, reference, base and tuned output).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tunelab.errors import TunelabError
+from tunelab.metrics import LOWER_IS_BETTER, paired_bootstrap
+from tunelab.runs import write_json
+
+
+def run(run_dir: str | Path, split: str | None = None, max_examples: int | None = None) -> dict:
+    """Evaluate base and tuned on ``split`` (default ``eval.split``); write and return eval.json."""
+    from tunelab.inference import load_run
+
+    loaded = load_run(run_dir)
+    cfg = loaded.cfg
+    split = split or cfg.eval.split
+    examples = read_split(loaded.run_dir, split)[: max_examples or cfg.eval.max_examples or None]
+    if not examples:
+        raise TunelabError(f"{loaded.run_dir}: split '{split}' has no examples to evaluate")
+    if cfg.task == "classification":
+        from tunelab.evaluate_classification import evaluate_classification as evaluate_task
+    else:
+        from tunelab.evaluate_causal import evaluate_causal as evaluate_task
+    result = evaluate_task(loaded, examples, split)
+    report = {"run": str(loaded.run_dir), "task": cfg.task, "split": split, "examples": len(examples),
+              "base": result.pop("base_kind"), "tuned": f"{cfg.method.name} fine-tuned",
+              "settings": {"bootstrap_samples": cfg.eval.bootstrap_samples, "seed": cfg.train.seed,
+                           "max_new_tokens": cfg.eval.max_new_tokens},
+              **result}
+    predictions = report.pop("predictions")
+    with open(loaded.run_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions)
+    write_json(loaded.run_dir / "eval.json", report)
+    return report
+
+
+def read_split(run_dir: Path, split: str) -> list[dict]:
+    path = run_dir / "data" / f"{split}.jsonl"
+    if not path.exists():
+        raise TunelabError(f"--split: {run_dir} has no '{split}' split; use train, validation or test")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def compare(metrics: dict, base: list, tuned: list, references: list, samples: int, seed: int) -> dict:
+    """Base, tuned, delta and the paired-bootstrap 95% CI of the delta for every metric."""
+    table = {}
+    for name, metric in metrics.items():
+        b, t = metric(base, references), metric(tuned, references)
+        low, high = paired_bootstrap(metric, base, tuned, references, samples, seed)
+        table[name] = {"base": b, "tuned": t, "delta": t - b, "ci95": [low, high],
+                       "lower_is_better": name in LOWER_IS_BETTER}
+    return table
+
+
+def table_text(report: dict) -> str:
+    """The printed table: metric, base, tuned, delta, 95% CI of the delta."""
+    lines = [f"{report['task']} on {report['split']} ({report['examples']} examples); base = {report['base']}",
+             f"{'metric':<13}{'base':>10}{'tuned':>10}{'delta':>10}   95% CI of delta"]
+    for name, row in report["metrics"].items():
+        low, high = row["ci95"]
+        better = "lower is better" if row["lower_is_better"] else ""
+        lines.append(f"{name:<13}{row['base']:>10.4f}{row['tuned']:>10.4f}{row['delta']:>+10.4f}   "
+                     f"[{low:+.4f}, {high:+.4f}] {better}".rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,136 @@
+"""Causal-LM evaluation: the tuned model vs the base model on completion loss and generations."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+from tunelab.data.tokenize import IGNORE_INDEX, to_messages
+from tunelab.inference import LoadedRun
+from tunelab.metrics import GENERATION_METRICS, LANGUAGE_MODEL_METRICS
+
+
+def evaluate_causal(loaded: LoadedRun, examples: list[dict], split: str) -> dict:
+    import datasets
+
+    from tunelab.evaluate import compare
+
+    cfg = loaded.cfg
+    records = list(datasets.load_from_disk(str(loaded.run_dir / "data" / "tokenized"))[split])
+    records = records[: len(examples)] if loaded.format != "text" else records
+    samples, seed = cfg.eval.bootstrap_samples, cfg.train.seed
+    generative = loaded.format in ("instruction", "chat")
+    prompts = [to_messages(e)[:-1] for e in examples] if generative else []
+    references = [to_messages(e)[-1]["content"] for e in examples] if generative else []
+
+    tuned_nll = sequence_nll(loaded.model, records, cfg.eval.batch_size)
+    tuned_text = generate(loaded, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    with base_model(loaded) as base:
+        base_nll = sequence_nll(base, records, cfg.eval.batch_size)
+        base_text = generate(loaded, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size, model=base)
+
+    metrics = compare(LANGUAGE_MODEL_METRICS, base_nll, tuned_nll, [None] * len(records), samples, seed)
+    if generative:
+        metrics.update(compare(GENERATION_METRICS, base_text, tuned_text, references, samples, seed))
+        predictions = [{"input": p[-1]["content"], "reference": r, "base_output": b, "tuned_output": t}
+                       for p, r, b, t in zip(prompts, references, base_text, tuned_text)]
+    else:
+        predictions = [{"input": loaded.tokenizer.decode(rec["input_ids"])[:300], "reference": None,
+                        "base_loss": b[0] / max(b[1], 1), "tuned_loss": t[0] / max(t[1], 1)}
+                       for rec, b, t in zip(records, base_nll, tuned_nll)]
+    return {"base_kind": "the base model without fine-tuning", "metrics": metrics, "predictions": predictions}
+
+
+@contextmanager
+def base_model(loaded: LoadedRun) -> Iterator[torch.nn.Module]:
+    """The untuned model: the adapter switched off, or the original weights for full/freeze runs."""
+    if hasattr(loaded.model, "disable_adapter"):
+        with loaded.model.disable_adapter():
+            yield loaded.model
+        return
+    from tunelab.modeling import Device, load_base_model
+
+    yield load_base_model(loaded.cfg, None, Device("cpu", False, "cpu")).eval()
+
+
+def context_window(model) -> int:
+    config = model.config
+    return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 1024))
+
+
+def sequence_nll(model, records: list[dict], batch_size: int) -> list[tuple[float, int]]:
+    """(sum of NLL in nats, evaluated tokens) per record; labels -100 are not evaluated.
+
+    Records longer than the model's context are scored with a sliding window (stride half the
+    window), each token scored once with as much left context as the window allows.
+    """
+    window = context_window(model)
+    results: list[tuple[float, int]] = [(0.0, 0)] * len(records)
+    short = [i for i, r in enumerate(records) if len(r["input_ids"]) <= window]
+    for start in range(0, len(short), batch_size):
+        idx = short[start:start + batch_size]
+        for i, value in zip(idx, _batch_nll(model, [records[i] for i in idx])):
+            results[i] = value
+    for i, record in enumerate(records):
+        if len(record["input_ids"]) > window:
+            results[i] = _windowed_nll(model, record["input_ids"], record["labels"], window)
+    return results
+
+
+def _batch_nll(model, records: list[dict]) -> list[tuple[float, int]]:
+    longest = max(len(r["input_ids"]) for r in records)
+    ids = torch.tensor([r["input_ids"] + [0] * (longest - len(r["input_ids"])) for r in records])
+    mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (longest - len(r["input_ids"])) for r in records])
+    labels = torch.tensor([r["labels"] + [IGNORE_INDEX] * (longest - len(r["labels"])) for r in records])
+    with torch.inference_mode():
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()           # (B, T, V)
+    return _nll(logits, labels)
+
+
+def _nll(logits: torch.Tensor, labels: torch.Tensor) -> list[tuple[float, int]]:
+    """Token t is predicted from positions < t: compare logits[:, :-1] with labels[:, 1:]."""
+    shifted, targets = logits[:, :-1], labels[:, 1:]
+    losses = torch.nn.functional.cross_entropy(shifted.transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
+                                               reduction="none")                    # (B, T-1)
+    counted = targets != IGNORE_INDEX
+    return [(float(losses[b][counted[b]].sum()), int(counted[b].sum())) for b in range(len(labels))]
+
+
+def _windowed_nll(model, input_ids: list[int], labels: list[int], window: int) -> tuple[float, int]:
+    stride, total, count, scored_until = max(1, window // 2), 0.0, 0, 0
+    for begin in range(0, len(input_ids), stride):
+        end = min(begin + window, len(input_ids))
+        piece = labels[begin:end]
+        # Only score tokens no earlier window scored; the rest is context.
+        keep_from = max(scored_until - begin, 1 if begin else 0)
+        piece = [IGNORE_INDEX] * keep_from + piece[keep_from:]
+        with torch.inference_mode():
+            logits = model(input_ids=torch.tensor([input_ids[begin:end]])).logits.float()
+        nll, n = _nll(logits, torch.tensor([piece]))[0]
+        total, count, scored_until = total + nll, count + n, end
+        if end == len(input_ids):
+            break
+    return total, count
+
+
+def generate(loaded: LoadedRun, prompts: list[list[dict]], max_new_tokens: int, batch_size: int,
+             model=None) -> list[str]:
+    """Greedy completions of chat prompts, batched with left padding."""
+    tokenizer, model = loaded.tokenizer, model or loaded.model
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    outputs = []
+    try:
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[start:start + batch_size], add_special_tokens=False, padding=True,
+                              return_tensors="pt")
+            with torch.inference_mode():
+                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            new = out[:, batch["input_ids"].shape[1]:]
+            outputs += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = side
+    return outputs

@@ -1,0 +1,33 @@
+"""Classification evaluation: the tuned classifier vs a linear probe on the frozen base encoder."""
+
+from __future__ import annotations
+
+from tunelab.inference import LoadedRun, class_probabilities
+from tunelab.metrics import CLASSIFICATION_METRICS, confusion_matrix, per_class
+
+
+def evaluate_classification(loaded: LoadedRun, examples: list[dict], split: str) -> dict:
+    from tunelab.evaluate import compare, read_split
+    from tunelab.models import resolve_model
+    from tunelab.probe import probe_predictions
+
+    cfg, labels = loaded.cfg, loaded.labels
+    label2id = {name: i for i, name in enumerate(labels)}
+    texts = [e["text"] for e in examples]
+    references = [label2id[e["label"]] for e in examples]
+    probs = class_probabilities(loaded.model, loaded.tokenizer, texts, cfg.data.max_length, cfg.eval.batch_size)
+    tuned = probs.argmax(-1).tolist()
+    train = read_split(loaded.run_dir, "train")
+    base = probe_predictions(resolve_model(cfg.model.name), [e["text"] for e in train],
+                             [label2id[e["label"]] for e in train], texts, len(labels), cfg.data.max_length)
+    return {
+        "base_kind": "linear probe on the frozen base encoder (trained on the train split)",
+        "metrics": compare(CLASSIFICATION_METRICS, base, tuned, references, cfg.eval.bootstrap_samples,
+                           cfg.train.seed),
+        "per_class": {"base": per_class(base, references, labels), "tuned": per_class(tuned, references, labels)},
+        "confusion_matrix": {"labels": labels, "base": confusion_matrix(base, references, len(labels)),
+                             "tuned": confusion_matrix(tuned, references, len(labels))},
+        "predictions": [{"input": t, "reference": e["label"], "base_output": labels[b], "tuned_output": labels[p],
+                         "tuned_probability": round(float(probs[i, p]), 6)}
+                        for i, (t, e, b, p) in enumerate(zip(texts, examples, base, tuned))],
+    }

@@ -1,0 +1,66 @@
+"""`tunelab evaluate` on tiny runs: every number and file it promises."""
+
+import json
+
+import pytest
+
+from conftest import train_config
+from tunelab import train
+from tunelab.config import load_config
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_classification_evaluation(tmp_path, tiny_bert, run_cli):
+    run_dir = train.run(load_config(train_config(tmp_path, tiny_bert, train={"epochs": 6})))
+    code, out, err = run_cli("evaluate", run_dir, "--split", "test")
+    assert code == 0, err
+    report = json.loads((run_dir / "eval.json").read_text())
+    assert report["split"] == "test" and report["examples"] == 4 and "linear probe" in report["base"]
+    for name in ("accuracy", "macro_f1"):
+        row = report["metrics"][name]
+        assert row["delta"] == pytest.approx(row["tuned"] - row["base"])
+        assert row["ci95"][0] <= row["delta"] <= row["ci95"][1]
+    assert set(report["per_class"]["tuned"]) == {"alpha", "beta", "gamma"}
+    assert sum(map(sum, report["confusion_matrix"]["tuned"])) == 4
+    rows = read_jsonl(run_dir / "predictions.jsonl")
+    assert len(rows) == 4 and {"input", "reference", "base_output", "tuned_output"} <= set(rows[0])
+    assert "95% CI of delta" in out and "accuracy" in out
+
+
+def test_causal_evaluation_has_perplexity_and_generation_metrics(tmp_path, tiny_llama, run_cli):
+    cfg = load_config(train_config(tmp_path, tiny_llama, task="causal_lm", train={"epochs": 3},
+                                   eval={"max_new_tokens": 8, "bootstrap_samples": 100}))
+    run_dir = train.run(cfg)
+    code, out, err = run_cli("evaluate", run_dir)
+    assert code == 0, err
+    report = json.loads((run_dir / "eval.json").read_text())
+    assert set(report["metrics"]) == {"perplexity", "mean_loss", "bleu", "rouge1", "rouge2", "rougeL", "exact_match"}
+    ppl = report["metrics"]["perplexity"]
+    assert ppl["lower_is_better"] and ppl["tuned"] < ppl["base"]  # training on this data lowers its perplexity
+    rows = read_jsonl(run_dir / "predictions.jsonl")
+    assert len(rows) == report["examples"] and rows[0]["reference"].endswith(".")
+
+
+def test_sliding_window_scores_every_token_once(tiny_llama, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from tunelab import evaluate_causal
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    ids = list(range(5, 45))
+    record = {"input_ids": ids, "labels": [-100] * 10 + ids[10:]}
+    [(full_nll, full_count)] = evaluate_causal.sequence_nll(model, [record], 8)
+    monkeypatch.setattr(evaluate_causal, "context_window", lambda m: 16)
+    [(window_nll, window_count)] = evaluate_causal.sequence_nll(model, [record], 8)
+    assert full_count == window_count == 30
+    assert window_nll > 0 and window_nll == pytest.approx(full_nll, rel=0.2)
+
+
+def test_evaluate_refuses_unknown_split(tmp_path, tiny_bert, run_cli):
+    run_dir = train.run(load_config(train_config(tmp_path, tiny_bert, train={"max_steps": 1, "eval_strategy": "no"})))
+    with pytest.raises(SystemExit) as caught:  # argparse's own usage error
+        run_cli("evaluate", run_dir, "--split", "dev")
+    assert caught.value.code == 2

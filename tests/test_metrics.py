@@ -1,0 +1,69 @@
+"""Metric values against hand-computed cases; the bootstrap is seeded and covers the truth."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tunelab.metrics import (
+    accuracy, bleu, confusion_matrix, exact_match, macro_f1, mean_loss, paired_bootstrap, per_class, perplexity,
+    GENERATION_METRICS,
+)
+
+
+def test_macro_f1_and_per_class_of_a_known_confusion_matrix():
+    # references / predictions giving the confusion matrix [[2, 1], [0, 3]] (rows = reference).
+    refs = [0, 0, 0, 1, 1, 1]
+    preds = [0, 0, 1, 1, 1, 1]
+    assert confusion_matrix(preds, refs, 2) == [[2, 1], [0, 3]]
+    f1_a = 2 * 2 / (2 * 2 + 0 + 1)   # TP 2, FP 0, FN 1 -> 0.8
+    f1_b = 2 * 3 / (2 * 3 + 1 + 0)   # TP 3, FP 1, FN 0 -> 6/7
+    assert macro_f1(preds, refs) == pytest.approx((f1_a + f1_b) / 2)
+    assert accuracy(preds, refs) == pytest.approx(5 / 6)
+    report = per_class(preds, refs, ["a", "b"])
+    assert report["a"] == {"precision": 1.0, "recall": pytest.approx(2 / 3), "support": 3}
+    assert report["b"]["precision"] == pytest.approx(3 / 4) and report["b"]["recall"] == 1.0
+
+
+def test_perplexity_of_a_uniform_distribution_is_the_vocabulary_size():
+    from tunelab.evaluate_causal import _nll
+
+    vocab = 50
+    logits = torch.zeros(2, 6, vocab)                        # uniform over the vocabulary
+    labels = torch.tensor([[-100, -100, 3, 4, 5, 6], [-100, 1, 2, 3, -100, -100]])
+    per_example = _nll(logits, labels)
+    assert [n for _, n in per_example] == [4, 3]              # first position is never predicted
+    assert perplexity(per_example) == pytest.approx(vocab, rel=1e-5)
+    assert mean_loss(per_example) == pytest.approx(math.log(vocab), rel=1e-6)
+
+
+def test_perplexity_is_token_weighted():
+    # 10 nats over 4 tokens: 2.5 per token; averaging the two examples' means would give 2.0.
+    assert mean_loss([(1.0, 1), (9.0, 3)]) == pytest.approx(2.5)
+    assert perplexity([(1.0, 1), (9.0, 3)]) == pytest.approx(math.exp(2.5))
+
+
+def test_bleu_and_rouge_of_known_pairs():
+    assert bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(100.0)
+    assert bleu(["completely different words here"], ["the cat sat on the mat"]) < 1.0
+    rouge1, rouge2, rouge_l = (GENERATION_METRICS[k] for k in ("rouge1", "rouge2", "rougeL"))
+    # "the cat" vs "the cat sat": unigram P 2/2, R 2/3 -> F 0.8; bigram P 1/1, R 1/2 -> F 2/3
+    assert rouge1(["the cat"], ["the cat sat"]) == pytest.approx(0.8)
+    assert rouge2(["the cat"], ["the cat sat"]) == pytest.approx(2 / 3)
+    assert rouge_l(["cat the"], ["the cat"]) == pytest.approx(0.5)
+    assert exact_match(["  Cancel_Order "], ["cancel_order"]) == 1.0
+
+
+def test_paired_bootstrap_is_seeded_and_contains_the_true_delta():
+    rng = np.random.default_rng(0)
+    refs = rng.integers(0, 2, 400).tolist()
+    base = [r if rng.random() < 0.70 else 1 - r for r in refs]    # about 70% right
+    tuned = [r if rng.random() < 0.85 else 1 - r for r in refs]   # about 85% right
+    first = paired_bootstrap(accuracy, base, tuned, refs, 500, seed=1)
+    assert first == paired_bootstrap(accuracy, base, tuned, refs, 500, seed=1)
+    assert first != paired_bootstrap(accuracy, base, tuned, refs, 500, seed=2)
+    low, high = first
+    assert low < 0.15 < high and low > 0                            # true delta 0.15; clearly positive
+    observed = accuracy(tuned, refs) - accuracy(base, refs)
+    assert low < observed < high
