@@ -125,6 +125,40 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(f"wrote {report['run']}/eval.json and predictions.jsonl")
 
 
+def _bakeoff_arguments(parser: argparse.ArgumentParser) -> None:
+    _config_arguments(parser)
+    parser.add_argument("--methods", required=True, help="comma-separated methods, e.g. full,lora,dora,qlora")
+    parser.add_argument("--out", help="folder for the runs and bakeoff.json/.md (default: OUTPUT_DIR-bakeoff)")
+
+
+def _bakeoff(args: argparse.Namespace) -> None:
+    from tunelab import bakeoff
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    report = bakeoff.run(args.config, args.overrides, methods, args.out, echo=print)
+    print(bakeoff.summary_text(report))
+    print(f"wrote {report['dir']}/bakeoff.json and bakeoff.md")
+
+
+def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML config file")
+    parser.add_argument("axes", nargs="+", metavar="KEY=V1,V2",
+                        help="values to try per setting, e.g. lora.r=2,4,8,16 lora.lora_alpha=8,16,32")
+    parser.add_argument("--samples", type=int, help="try this many random points of the grid instead of all")
+    parser.add_argument("--tolerance", type=float, default=0.01,
+                        help="recommend the cheapest point within this much of the best validation score "
+                             "(default 0.01)")
+    parser.add_argument("--out", help="folder for the runs and sweep.json/.md (default: OUTPUT_DIR-sweep)")
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    from tunelab import sweep
+
+    report = sweep.run(args.config, args.axes, args.samples, args.tolerance, args.out, echo=print)
+    print(sweep.summary_text(report))
+    print(f"wrote {report['dir']}/sweep.json and sweep.md")
+
+
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="run folder for the demo (default runs/demo)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -191,6 +225,9 @@ COMMANDS: dict[str, Command] = {
                         "encoder; causal LM: the base model itself) on the same examples, prints metric, base, "
                         "tuned, delta and a paired-bootstrap 95% CI, and writes RUN/eval.json and "
                         "RUN/predictions.jsonl."),
+    "bakeoff": Command("train several methods on the same data and budget; compare memory, time, quality",
+                       _bakeoff_arguments, _bakeoff),
+    "sweep": Command("try a grid of settings and recommend one, with the evidence", _sweep_arguments, _sweep),
     "predict": Command("classify texts or complete prompts with a finished run", _predict_arguments, _predict),
     "merge": Command("fold a run's adapter into the base: RUN/merged/, loadable with from_pretrained",
                      _merge_arguments, _merge),

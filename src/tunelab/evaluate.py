@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from tunelab.errors import TunelabError
-from tunelab.metrics import LOWER_IS_BETTER, paired_bootstrap
+from tunelab.metrics import LOWER_IS_BETTER, bootstrap_interval, paired_bootstrap
 from tunelab.runs import write_json
 
 
@@ -56,12 +56,13 @@ def read_split(run_dir: Path, split: str) -> list[dict]:
 
 
 def compare(metrics: dict, base: list, tuned: list, references: list, samples: int, seed: int) -> dict:
-    """Base, tuned, delta and the paired-bootstrap 95% CI of the delta for every metric."""
+    """Base, tuned, delta, the paired-bootstrap 95% CI of the delta and the tuned score's own CI."""
     table = {}
     for name, metric in metrics.items():
         b, t = metric(base, references), metric(tuned, references)
         low, high = paired_bootstrap(metric, base, tuned, references, samples, seed)
         table[name] = {"base": b, "tuned": t, "delta": t - b, "ci95": [low, high],
+                       "tuned_ci95": list(bootstrap_interval(metric, tuned, references, samples, seed)),
                        "lower_is_better": name in LOWER_IS_BETTER}
     return table
 

@@ -114,6 +114,19 @@ def classification_metrics(eval_prediction) -> dict[str, float]:
     return {name: fn(predictions, references) for name, fn in CLASSIFICATION_METRICS.items()}
 
 
+def bootstrap_interval(metric: Metric, outputs: Sequence, references: Sequence, samples: int,
+                       seed: int) -> tuple[float, float]:
+    """95% percentile interval of the metric itself over ``samples`` seeded resamples of the examples."""
+    rng = np.random.default_rng(seed)
+    n = len(references)
+    values = []
+    for _ in range(samples):
+        idx = rng.integers(0, n, n)
+        values.append(metric([outputs[i] for i in idx], [references[i] for i in idx]))
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def paired_bootstrap(metric: Metric, base: Sequence, tuned: Sequence, references: Sequence,
                      samples: int, seed: int) -> tuple[float, float]:
     """95% interval of metric(tuned) - metric(base), resampling examples with replacement, the

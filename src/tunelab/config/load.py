@@ -18,6 +18,11 @@ from pydantic import BaseModel, ValidationError
 from tunelab.config.schema import TunelabConfig
 from tunelab.errors import ConfigError
 
+# Names people type for a key that has another name here (PEFT's, or the Trainer's).
+SYNONYMS = {"rank": "r", "alpha": "lora_alpha", "dropout": "lora_dropout", "target": "target_modules",
+            "lr": "learning_rate", "num_epochs": "epochs", "num_train_epochs": "epochs", "bs": "batch_size",
+            "per_device_train_batch_size": "batch_size", "model_name": "name", "path": "name"}
+
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -152,7 +157,8 @@ def _explain(error: dict, parent: type[BaseModel] | None, key: str) -> str:
     name = key.rsplit(".", 1)[-1]
     if kind == "extra_forbidden":
         valid = list(parent.model_fields) if parent else []
-        close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+        close = [SYNONYMS[name]] if SYNONYMS.get(name) in valid else difflib.get_close_matches(name, valid, n=1,
+                                                                                                  cutoff=0.6)
         hint = f"did you mean '{close[0]}'?" if close else f"valid keys here: {', '.join(valid)}"
         return f"unknown key; {hint}"
     if kind == "missing":
