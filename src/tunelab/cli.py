@@ -159,6 +159,19 @@ def _sweep(args: argparse.Namespace) -> None:
     print(f"wrote {report['dir']}/sweep.json and sweep.md")
 
 
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sources", nargs="+", metavar="RUN_OR_BAKEOFF",
+                        help="finished run folders (evaluate them first for metric charts), bake-off or sweep folders")
+    parser.add_argument("--out", default="report.html", help="file to write (default report.html)")
+    parser.add_argument("--markdown", action="store_true", help="write the same numbers as Markdown instead of HTML")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from tunelab import report
+
+    print(f"wrote {report.run(args.sources, args.out, markdown=args.markdown)}")
+
+
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="run folder for the demo (default runs/demo)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -170,7 +183,7 @@ def _demo(args: argparse.Namespace) -> None:
 
     summary = demo.run(args.out, args.overrides, echo=print)
     print(demo.summary_table(summary))
-    print(f"wrote {summary['run_dir']}/summary.json")
+    print(f"wrote {summary['run_dir']}/summary.json and report.html")
 
 
 def _config_show(args: argparse.Namespace) -> None:
@@ -228,6 +241,8 @@ COMMANDS: dict[str, Command] = {
     "bakeoff": Command("train several methods on the same data and budget; compare memory, time, quality",
                        _bakeoff_arguments, _bakeoff),
     "sweep": Command("try a grid of settings and recommend one, with the evidence", _sweep_arguments, _sweep),
+    "report": Command("one self-contained HTML (or Markdown) report of runs, bake-offs and sweeps",
+                      _report_arguments, _report),
     "predict": Command("classify texts or complete prompts with a finished run", _predict_arguments, _predict),
     "merge": Command("fold a run's adapter into the base: RUN/merged/, loadable with from_pretrained",
                      _merge_arguments, _merge),

@@ -5,7 +5,7 @@
 1. base: a linear probe on the frozen all-MiniLM-L6-v2 encoder, trained on the train split;
 2. tuned: LoRA fine-tuning of the same encoder (plus head) on the same split;
 3. both scored on the held-out test split of the built-in support-intent data.
-Writes ``OUT/summary.json`` and prints the before/after table.
+Writes ``OUT/summary.json`` and ``OUT/report.html`` and prints the before/after table.
 """
 
 from __future__ import annotations
@@ -59,6 +59,9 @@ def run(out: str | Path = "runs/demo", overrides: list[str] = (), echo: Callable
         "run_dir": str(run_dir),
     }
     write_json(run_dir / "summary.json", summary)
+    from tunelab import report as html_report
+
+    html_report.run([str(run_dir)], str(run_dir / "report.html"))
     return summary
 
 

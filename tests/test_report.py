@@ -1,0 +1,55 @@
+"""The HTML report holds the numbers of the runs it was given and makes no external request."""
+
+import json
+from html.parser import HTMLParser
+
+from conftest import train_config
+from tunelab import evaluate, train
+from tunelab.config import load_config
+
+
+class Collector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.external, self.text = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name in ("src", "href", "srcset", "action", "data") and value and "//" in value:
+                self.external.append((tag, name, value))
+            if name == "style" and value and "url(" in value:
+                self.external.append((tag, name, value))
+        if tag in ("script", "link", "iframe", "img"):
+            self.external.append((tag, "tag", ""))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_report_contains_run_numbers_and_no_external_requests(tmp_path, tiny_bert, run_cli):
+    run_dir = train.run(load_config(train_config(tmp_path, tiny_bert, train={"epochs": 3},
+                                                 eval={"bootstrap_samples": 100})))
+    report = evaluate.run(run_dir)
+    code, out, err = run_cli("report", run_dir, "--out", tmp_path / "r.html")
+    assert code == 0, err
+    html = (tmp_path / "r.html").read_text()
+    parsed = Collector()
+    parsed.feed(html)
+    assert parsed.external == []
+    assert "url(" not in html.split("<style>")[1].split("</style>")[0]
+    assert parsed.tags.count("svg") >= 2 and "table" in parsed.tags
+    text = " ".join(parsed.text)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert f"{metrics['trainable_params']:,}" in text
+    assert f"{report['metrics']['accuracy']['tuned']:.4g}" in text
+    assert "Confusion matrix" in text and "base_output" in text
+
+    code, _, err = run_cli("report", run_dir, "--out", tmp_path / "r.md", "--markdown")
+    assert code == 0, err
+    assert "| accuracy |" in (tmp_path / "r.md").read_text()
+
+
+def test_report_refuses_folders_it_cannot_read(tmp_path, run_cli):
+    code, _, err = run_cli("report", tmp_path, "--out", tmp_path / "r.html")
+    assert code == 2 and "not a finished run, bake-off or sweep folder" in err
