@@ -159,6 +159,21 @@ def _sweep(args: argparse.Namespace) -> None:
     print(f"wrote {report['dir']}/sweep.json and sweep.md")
 
 
+def _advise_arguments(parser: argparse.ArgumentParser) -> None:
+    _config_arguments(parser)
+    parser.add_argument("--tolerance", type=float, default=0.02,
+                        help="prefer a simpler approach whose quality is within this much of the best (default 0.02)")
+    parser.add_argument("--out", help="folder for the fine-tuning run and advise.json (default: OUTPUT_DIR-advise)")
+
+
+def _advise(args: argparse.Namespace) -> None:
+    from tunelab import advise
+
+    report = advise.run(args.config, args.overrides, args.tolerance, args.out, echo=print)
+    print(advise.summary_text(report))
+    print(f"wrote {report['dir']}/advise.json")
+
+
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sources", nargs="+", metavar="RUN_OR_BAKEOFF",
                         help="finished run folders (evaluate them first for metric charts), bake-off or sweep folders")
@@ -241,6 +256,8 @@ COMMANDS: dict[str, Command] = {
     "bakeoff": Command("train several methods on the same data and budget; compare memory, time, quality",
                        _bakeoff_arguments, _bakeoff),
     "sweep": Command("try a grid of settings and recommend one, with the evidence", _sweep_arguments, _sweep),
+    "advise": Command("prompting vs retrieval vs fine-tuning on your data, with a recommendation",
+                      _advise_arguments, _advise),
     "report": Command("one self-contained HTML (or Markdown) report of runs, bake-offs and sweeps",
                       _report_arguments, _report),
     "predict": Command("classify texts or complete prompts with a finished run", _predict_arguments, _predict),

@@ -65,13 +65,15 @@ def run_section(source: dict) -> str:
         rows = [[name, r["base"], r["tuned"], r["delta"], f"[{r['ci95'][0]:+.4g}, {r['ci95'][1]:+.4g}]"]
                 for name, r in report["metrics"].items()]
         parts.append(f"<p>Evaluated on {report['split']} ({report['examples']} examples); base = "
-                     f"{escape(report['base'])}.</p>" + html_table(["metric", "base", "tuned", "delta", "95% CI of delta"], rows))
+                     f"{escape(report['base'])}.</p>"
+                     + html_table(["metric", "base", "tuned", "delta", "95% CI of delta"], rows))
         for name, r in report["metrics"].items():
-            charts.append(bar_chart(f"{name}: base vs tuned (95% CI)", [
-                ("base", r["base"], None), ("tuned", r["tuned"], tuple(r.get("tuned_ci95") or r["ci95"]))]))
-        if "confusion_matrix" in report:
-            parts.append(confusion_html(report["confusion_matrix"]))
-    parts.insert(2, f'<div class="charts">{"".join(charts)}</div>')
+            ci = tuple(r["tuned_ci95"]) if r.get("tuned_ci95") else None
+            charts.append(bar_chart(f"{name}: base vs tuned (tuned with 95% CI)",
+                                    [("base", r["base"], None), ("tuned", r["tuned"], ci)]))
+    parts.append(f'<div class="charts">{"".join(charts)}</div>')
+    if report and "confusion_matrix" in report:
+        parts.append(confusion_html(report["confusion_matrix"]))
     if source["predictions"]:
         parts.append(examples_html(source["predictions"]))
     return "".join(parts)

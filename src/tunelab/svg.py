@@ -15,11 +15,12 @@ def _scale(value: float, low: float, high: float, out_low: float, out_high: floa
 
 
 def _frame(title: str, body: str, legend: list[tuple[str, str]] = ()) -> str:
-    keys = "".join(f'<rect x="{PAD + 110 * i}" y="6" width="10" height="10" fill="{color}"/>'
-                   f'<text x="{PAD + 14 + 110 * i}" y="15" font-size="11">{escape(name)}</text>'
+    keys = "".join(f'<rect x="{WIDTH - 240 + 120 * i}" y="6" width="10" height="10" fill="{color}"/>'
+                   f'<text x="{WIDTH - 226 + 120 * i}" y="15" font-size="11">{escape(name)}</text>'
                    for i, (name, color) in enumerate(legend))
+    heading = f'<text x="8" y="15" font-size="12" font-weight="bold">{escape(title)}</text>'
     return (f'<svg width="{WIDTH}" height="{HEIGHT}" role="img" '
-            f'aria-label="{escape(title)}"><title>{escape(title)}</title>{keys}{body}</svg>')
+            f'aria-label="{escape(title)}"><title>{escape(title)}</title>{heading}{keys}{body}</svg>')
 
 
 def _axis_labels(low: float, high: float, top: float, bottom: float) -> str:

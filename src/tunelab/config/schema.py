@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TASKS = ("classification", "causal_lm")
 DATA_FORMATS = ("auto", "classification", "instruction", "chat", "text")
@@ -156,6 +156,12 @@ class TrainSection(Section):
     """Batch examples of similar length together to cut padding."""
     eval_strategy: Literal["epoch", "steps", "no"] = "epoch"
     """When to evaluate on the validation split."""
+
+    @field_validator("eval_strategy", mode="before")
+    @classmethod
+    def _yaml_no(cls, value):
+        # YAML 1.1 reads a bare `no` as false; the user meant the string.
+        return "no" if value is False else value
     eval_steps: Optional[int] = Field(None, ge=1)
     """Evaluate every N steps (needs eval_strategy: steps)."""
     early_stopping_patience: Optional[int] = Field(None, ge=1)
