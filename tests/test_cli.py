@@ -26,6 +26,16 @@ def test_help_lists_every_command():
     assert "KEY=VALUE" in prepare_help and "config schema" in prepare_help
 
 
+def test_every_command_has_help(capsys):
+    from tunelab.cli import COMMANDS, main
+
+    for name in list(COMMANDS) + ["config show", "config schema"]:
+        with pytest.raises(SystemExit) as caught:
+            main([*name.split(), "--help"])
+        assert caught.value.code == 0, name
+        assert "usage: tunelab" in capsys.readouterr().out
+
+
 def test_user_error_exits_2_without_traceback(tmp_path):
     (tmp_path / "train.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": \n')
     result = tunelab("prepare", write_config(tmp_path))

@@ -285,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tunelab {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():
-        sub = commands.add_parser(name, help=command.help, description=command.description or command.help)
+        # argparse treats % as a format character in help text.
+        sub = commands.add_parser(name, help=command.help.replace("%", "%%"),
+                                  description=(command.description or command.help).replace("%", "%%"))
         command.add_arguments(sub)
         sub.set_defaults(handler=command.handler)
     config = commands.add_parser("config", help="show the resolved config or the schema of every option",
