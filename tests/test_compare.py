@@ -39,6 +39,7 @@ def test_bakeoff_produces_every_column(tmp_path, tiny_bert, run_cli):
                     "train_samples_per_second", "artifact_size_mb", "eval_loss", "tuned", "tuned_ci95"):
             assert row[key] is not None, key
     full, lora = report["rows"][0], report["rows"][1]
+    assert full["learning_rate"] == 5e-5 and lora["learning_rate"] == 3e-2  # full-weight methods train gently
     assert lora["trainable_params"] < full["trainable_params"] and lora["artifact_size_mb"] < full["artifact_size_mb"]
     markdown = (tmp_path / "bake" / "bakeoff.md").read_text()
     assert "| method |" in markdown and "qlora" in markdown

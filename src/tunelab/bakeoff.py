@@ -20,12 +20,17 @@ from tunelab.modeling import cpu_description
 from tunelab.runs import read_json, write_json
 from tunelab.tables import markdown_table, text_table
 
-COLUMNS = ["method", "trainable params", "trainable %", "peak RSS MiB", "train s", "samples/s", "artifact MiB",
+# Updating every weight at an adapter's learning rate (1e-4 to 1e-3) destroys a pre-trained model;
+# full fine-tuning is usually run at 2e-5 to 5e-5 (BERT, arXiv 1810.04805, section A.3).
+FULL_WEIGHT_METHODS = {"full", "freeze"}
+FULL_WEIGHT_LEARNING_RATE = 5e-5
+
+COLUMNS = ["method", "learning rate", "trainable params", "trainable %", "peak RSS MiB", "train s", "samples/s", "artifact MiB",
            "eval loss", "metric", "tuned", "95% CI", "delta vs base"]
 
 
 def run(config: str, overrides: list[str], methods: list[str], out: str | None = None,
-        echo: Callable[[str], None] = lambda _: None) -> dict:
+        echo: Callable[[str], None] = lambda _: None, same_learning_rate: bool = False) -> dict:
     """Train and evaluate every method; return the bake-off report."""
     unknown = [m for m in methods if m not in METHOD_NAMES]
     if unknown or not methods:
@@ -36,7 +41,7 @@ def run(config: str, overrides: list[str], methods: list[str], out: str | None =
     rows = []
     for i, method in enumerate(methods, start=1):
         echo(f"[{i}/{len(methods)}] {method}")
-        rows.append(run_method(cfg, method, root))
+        rows.append(run_method(cfg, method, root, same_learning_rate))
     report = {"config": str(config), "overrides": overrides, "machine": cpu_description(),
               "task": cfg.task, "split": cfg.eval.split, "seed": cfg.train.seed, "rows": rows}
     write_json(root / "bakeoff.json", report)
@@ -45,12 +50,14 @@ def run(config: str, overrides: list[str], methods: list[str], out: str | None =
     return report
 
 
-def run_method(cfg: TunelabConfig, method: str, root: Path) -> dict:
+def run_method(cfg: TunelabConfig, method: str, root: Path, same_learning_rate: bool = False) -> dict:
     """Train ``method`` in a child process, evaluate it here; a failure becomes a row that says why."""
     from tunelab import evaluate
 
     variant = cfg.model_copy(deep=True)
     variant.method.name = method
+    if method in FULL_WEIGHT_METHODS and not same_learning_rate:
+        variant.train.learning_rate = min(cfg.train.learning_rate, FULL_WEIGHT_LEARNING_RATE)
     variant.output.dir, variant.output.name, variant.output.overwrite = str(root / method), method, True
     config_path = root / f"{method}.yaml"
     config_path.write_text(to_yaml(variant), encoding="utf-8")
@@ -58,12 +65,12 @@ def run_method(cfg: TunelabConfig, method: str, root: Path) -> dict:
                            stderr=subprocess.PIPE, text=True)
     if child.returncode != 0:
         reason = (child.stderr.strip().splitlines() or ["no output"])[-1][:300]
-        return {"method": method, "error": reason}
+        return {"method": method, "learning_rate": variant.train.learning_rate, "error": reason}
     metrics = read_json(root / method / "metrics.json")
     report = evaluate.run(root / method)
     name = "accuracy" if cfg.task == "classification" else "perplexity"
     score = report["metrics"][name]
-    return {"method": method, "run_dir": str(root / method),
+    return {"method": method, "learning_rate": variant.train.learning_rate, "run_dir": str(root / method),
             **{k: metrics[k] for k in ("trainable_params", "trainable_percent", "peak_rss_mb", "train_seconds",
                                        "train_samples_per_second", "artifact_size_mb")},
             "eval_loss": metrics["eval"].get("loss"), "metric": name, "tuned": score["tuned"],
@@ -73,10 +80,10 @@ def run_method(cfg: TunelabConfig, method: str, root: Path) -> dict:
 
 def _cells(row: dict) -> list:
     if "error" in row:
-        return [row["method"]] + ["-"] * (len(COLUMNS) - 2) + [f"failed: {row['error']}"]
+        return [row["method"], row["learning_rate"]] + ["-"] * (len(COLUMNS) - 3) + [f"failed: {row['error']}"]
     low, high = row["tuned_ci95"]
     d_low, d_high = row["delta_ci95"]
-    return [row["method"], row["trainable_params"], row["trainable_percent"], row["peak_rss_mb"],
+    return [row["method"], row["learning_rate"], row["trainable_params"], row["trainable_percent"], row["peak_rss_mb"],
             row["train_seconds"], row["train_samples_per_second"], row["artifact_size_mb"], row["eval_loss"],
             row["metric"], row["tuned"], f"[{low:.4g}, {high:.4g}]", f"{row['delta']:+.4g} [{d_low:+.4g}, {d_high:+.4g}]"]
 
@@ -89,5 +96,7 @@ def markdown_report(report: dict) -> str:
     return (f"# Bake-off: {report['config']}\n\n"
             f"Task {report['task']}; every method trained on the same data, seed ({report['seed']}) and budget, "
             f"each in its own process, on {report['machine']}; scored on the {report['split']} split. "
-            f"95% CIs are bootstrap intervals over examples; delta is tuned minus base.\n\n"
+            f"95% CIs are bootstrap intervals over examples; delta is tuned minus base. Full-weight methods "
+            f"(full, freeze) train at most at {FULL_WEIGHT_LEARNING_RATE:g}, the usual rate for updating every "
+            f"weight, unless --same-learning-rate is given.\n\n"
             + markdown_table(COLUMNS, [_cells(r) for r in report["rows"]]) + "\n")

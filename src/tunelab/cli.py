@@ -129,13 +129,17 @@ def _bakeoff_arguments(parser: argparse.ArgumentParser) -> None:
     _config_arguments(parser)
     parser.add_argument("--methods", required=True, help="comma-separated methods, e.g. full,lora,dora,qlora")
     parser.add_argument("--out", help="folder for the runs and bakeoff.json/.md (default: OUTPUT_DIR-bakeoff)")
+    parser.add_argument("--same-learning-rate", action="store_true",
+                        help="train full and freeze at the config's learning rate too (default: at most 5e-5, "
+                             "since adapter learning rates wreck full fine-tuning)")
 
 
 def _bakeoff(args: argparse.Namespace) -> None:
     from tunelab import bakeoff
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    report = bakeoff.run(args.config, args.overrides, methods, args.out, echo=print)
+    report = bakeoff.run(args.config, args.overrides, methods, args.out, echo=print,
+                         same_learning_rate=args.same_learning_rate)
     print(bakeoff.summary_text(report))
     print(f"wrote {report['dir']}/bakeoff.json and bakeoff.md")
 
