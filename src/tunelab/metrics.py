@@ -11,6 +11,7 @@ one float, so a paired bootstrap can recompute it on resampled examples:
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Callable, Sequence
 
 import numpy as np
@@ -76,11 +77,16 @@ def bleu(outputs: Sequence[str], references: Sequence[str]) -> float:
     return float(sacrebleu.corpus_bleu(list(outputs), [list(references)]).score)
 
 
+@lru_cache(maxsize=None)
+def _rouge_scorer(kind: str):
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer([kind], use_stemmer=True)
+
+
 def _rouge(kind: str) -> Metric:
     def score(outputs: Sequence[str], references: Sequence[str]) -> float:
-        from rouge_score import rouge_scorer
-
-        scorer = rouge_scorer.RougeScorer([kind], use_stemmer=True)
+        scorer = _rouge_scorer(kind)
         values = [scorer.score(ref, out)[kind].fmeasure for out, ref in zip(outputs, references)]
         return float(np.mean(values)) if values else 0.0
 
