@@ -128,8 +128,8 @@ def _causal(cfg: TunelabConfig, run_dir: Path, train_rows: list[dict], test_rows
     from transformers import AutoModel, AutoTokenizer
 
     from tunelab.data.tokenize import to_messages
-    from tunelab.evaluate_causal import base_model, generate
-    from tunelab.inference import load_run
+    from tunelab.evaluate_causal import base_model
+    from tunelab.inference import generate, load_run
     from tunelab.metrics import GENERATION_METRICS
     from tunelab.modeling import quietly
     from tunelab.models import resolve_model

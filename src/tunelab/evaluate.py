@@ -31,11 +31,7 @@ def run(run_dir: str | Path, split: str | None = None, max_examples: int | None 
     examples = read_split(loaded.run_dir, split)[: max_examples or cfg.eval.max_examples or None]
     if not examples:
         raise TunelabError(f"{loaded.run_dir}: split '{split}' has no examples to evaluate")
-    if cfg.task == "classification":
-        from tunelab.evaluate_classification import evaluate_classification as evaluate_task
-    else:
-        from tunelab.evaluate_causal import evaluate_causal as evaluate_task
-    result = evaluate_task(loaded, examples, split)
+    result = EVALUATORS[cfg.task]()(loaded, examples, split)
     report = {"run": str(loaded.run_dir), "task": cfg.task, "split": split, "examples": len(examples),
               "base": result.pop("base_kind"), "tuned": f"{cfg.method.name} fine-tuned",
               "settings": {"bootstrap_samples": cfg.eval.bootstrap_samples, "seed": cfg.train.seed,
@@ -46,6 +42,22 @@ def run(run_dir: str | Path, split: str | None = None, max_examples: int | None 
         f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions)
     write_json(loaded.run_dir / "eval.json", report)
     return report
+
+
+def _classification():
+    from tunelab.evaluate_classification import evaluate_classification
+
+    return evaluate_classification
+
+
+def _causal():
+    from tunelab.evaluate_causal import evaluate_causal
+
+    return evaluate_causal
+
+
+# task -> (lazy) evaluator; each returns base_kind, metrics, predictions and task extras.
+EVALUATORS = {"classification": _classification, "causal_lm": _causal}
 
 
 def read_split(run_dir: Path, split: str) -> list[dict]:

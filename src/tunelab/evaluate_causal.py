@@ -8,7 +8,7 @@ from typing import Iterator
 import torch
 
 from tunelab.data.tokenize import IGNORE_INDEX, to_messages
-from tunelab.inference import LoadedRun
+from tunelab.inference import LoadedRun, generate
 from tunelab.metrics import GENERATION_METRICS, LANGUAGE_MODEL_METRICS
 
 
@@ -113,24 +113,3 @@ def _windowed_nll(model, input_ids: list[int], labels: list[int], window: int) -
         if end == len(input_ids):
             break
     return total, count
-
-
-def generate(loaded: LoadedRun, prompts: list[list[dict]], max_new_tokens: int, batch_size: int,
-             model=None) -> list[str]:
-    """Greedy completions of chat prompts, batched with left padding."""
-    tokenizer, model = loaded.tokenizer, model or loaded.model
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
-    outputs = []
-    try:
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[start:start + batch_size], add_special_tokens=False, padding=True,
-                              return_tensors="pt")
-            with torch.inference_mode():
-                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            new = out[:, batch["input_ids"].shape[1]:]
-            outputs += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
-    finally:
-        tokenizer.padding_side = side
-    return outputs

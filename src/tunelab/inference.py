@@ -98,25 +98,38 @@ def classify(loaded: LoadedRun, texts: list[str]) -> list[dict]:
     return results
 
 
-def generate(loaded: LoadedRun, prompts: list[str], max_new_tokens: int, temperature: float = 0.0,
-             top_p: float = 1.0, seed: int = 0) -> list[str]:
-    """Completions for user prompts, rendered with the run's chat template (greedy when temperature is 0)."""
+def render_prompt(loaded: LoadedRun, prompt: str | list[dict]) -> str:
+    """Text the model continues: a chat rendered with the run's template (generation prompt added);
+    a plain string is wrapped as one user turn, except for runs trained on plain text."""
+    tokenizer = loaded.tokenizer
+    if isinstance(prompt, str):
+        if loaded.format == "text" or not tokenizer.chat_template:
+            return prompt
+        prompt = [{"role": "user", "content": prompt}]
+    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+
+def generate(loaded: LoadedRun, prompts: list, max_new_tokens: int, batch_size: int = 8, model=None,
+             temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> list[str]:
+    """Completions for prompts (strings or chats), batched with left padding; greedy when temperature is 0."""
     import torch
 
-    tokenizer, model = loaded.tokenizer, loaded.model
-    outputs = []
+    tokenizer, model = loaded.tokenizer, model or loaded.model
+    texts = [render_prompt(loaded, p) for p in prompts]
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {
+        "do_sample": False}
     torch.manual_seed(seed)
-    for prompt in prompts:
-        if loaded.format == "text" or not tokenizer.chat_template:
-            text = prompt
-        else:
-            text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                 add_generation_prompt=True)
-        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {
-            "do_sample": False}
-        with torch.inference_mode():
-            out = model.generate(**ids, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                 eos_token_id=tokenizer.eos_token_id, **sampling)
-        outputs.append(tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    outputs = []
+    try:
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[start:start + batch_size], add_special_tokens=False, padding=True,
+                              return_tensors="pt")
+            with torch.inference_mode():
+                out = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                     eos_token_id=tokenizer.eos_token_id, **sampling)
+            new = out[:, batch["input_ids"].shape[1]:]
+            outputs += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = side
     return outputs

@@ -46,7 +46,8 @@ def run(args) -> list[dict]:
         if args.temperature < 0 or not 0 < args.top_p <= 1:
             raise TunelabError("--temperature must be >= 0 and --top-p in (0, 1]")
         max_new = args.max_new_tokens or loaded.cfg.eval.max_new_tokens
-        outputs = generate(loaded, texts, max_new, args.temperature, args.top_p, args.seed)
+        outputs = generate(loaded, texts, max_new, loaded.cfg.eval.batch_size, temperature=args.temperature,
+                           top_p=args.top_p, seed=args.seed)
         results = [{"prompt": t, "completion": o} for t, o in zip(texts, outputs)]
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
