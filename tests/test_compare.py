@@ -43,6 +43,10 @@ def test_bakeoff_produces_every_column(tmp_path, tiny_bert, run_cli):
     assert lora["trainable_params"] < full["trainable_params"] and lora["artifact_size_mb"] < full["artifact_size_mb"]
     markdown = (tmp_path / "bake" / "bakeoff.md").read_text()
     assert "| method |" in markdown and "qlora" in markdown
+    code, _, err = run_cli("report", tmp_path / "bake", "--out", tmp_path / "bake.html")
+    assert code == 0, err
+    html = (tmp_path / "bake.html").read_text()
+    assert "peak RSS (MiB) by method" in html and f"{full['trainable_params']:,}" in html
 
 
 @pytest.mark.slow
