@@ -1,7 +1,6 @@
 """`tunelab prepare` end to end: what it writes and what the report says."""
 
 import json
-from collections import Counter
 from pathlib import Path
 
 import datasets

@@ -120,7 +120,7 @@ def _classification(cfg: TunelabConfig, run_dir: Path, train_rows: list[dict], t
     approaches = [("prompting", zero_shot, prompt_setup), ("retrieval", knn, retrieval_setup),
                   ("fine-tuning", tuned, train_seconds)]
     return [{"approach": name, "metric": "accuracy", "quality": accuracy(fn(texts).tolist(), refs),
-             "setup_seconds": round(setup, 2), "latency_ms": round(_latency_ms(lambda t: fn([t]), texts), 2),
+             "setup_seconds": round(setup, 2), "latency_ms": round(_latency_ms(lambda t, fn=fn: fn([t]), texts), 2),
              "prompt_tokens": round(tokens, 1)} for name, fn, setup in approaches]
 
 

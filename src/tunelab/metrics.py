@@ -142,7 +142,7 @@ def paired_bootstrap(metric: Metric, base: Sequence, tuned: Sequence, references
     deltas = []
     for _ in range(samples):
         idx = rng.integers(0, n, n)
-        pick = lambda values: [values[i] for i in idx]  # noqa: E731
-        deltas.append(metric(pick(tuned), pick(references)) - metric(pick(base), pick(references)))
+        refs = [references[i] for i in idx]
+        deltas.append(metric([tuned[i] for i in idx], refs) - metric([base[i] for i in idx], refs))
     low, high = np.percentile(deltas, [2.5, 97.5])
     return float(low), float(high)
