@@ -289,3 +289,15 @@ def test_adalora_reallocates_ranks_on_the_real_step_schedule(tmp_path, tiny_llam
     assert config["total_step"] == steps and config["target_r"] == 4 and config["init_r"] == 6
     ranks = [sum(mask) for mask in config["rank_pattern"].values()]
     assert min(ranks) < 6  # importance-based pruning happened
+
+
+def test_overwriting_a_run_removes_what_the_old_run_left(tmp_path, tiny_bert):
+    cfg = load_config(train_config(tmp_path, tiny_bert, train={"max_steps": 1, "eval_strategy": "no"}))
+    run_dir = train.run(cfg)
+    (run_dir / "eval.json").write_text("{}")
+    with pytest.raises(Exception, match="holds a finished run"):
+        train.run(cfg)
+    again = load_config(train_config(tmp_path, tiny_bert, train={"max_steps": 1, "eval_strategy": "no"}),
+                        ["output.overwrite=true"])
+    train.run(again)
+    assert (run_dir / "COMPLETE").exists() and not (run_dir / "eval.json").exists()

@@ -28,8 +28,10 @@ from tunelab.runs import COMPLETE_MARKER, read_json, versions, write_json
 from tunelab.train_outputs import save_outputs
 
 STATE_FILE = "train_state.json"
+# Everything a previous training run (and the stages after it) left; removed before a fresh start.
 TRAINING_OUTPUTS = ("adapter", "model", "checkpoints", "tensorboard", "metrics.json", "train_log.jsonl",
-                    "versions.json", "README.md", STATE_FILE, "merged")
+                    "versions.json", "README.md", STATE_FILE, "merged", "eval.json", "predictions.jsonl",
+                    "summary.json", "report.html")
 
 
 def run(cfg: TunelabConfig, resume: bool = False, echo: Callable[[str], None] | None = None) -> Path:
