@@ -109,7 +109,7 @@ def test_shipped_classification_config_prepares(tmp_path, run_cli):
 
 @pytest.mark.slow
 def test_shipped_instruction_config_prepares_with_builtin_tiny_llama(tmp_path, run_cli):
-    code, out, err = run_cli("prepare", ROOT / "configs" / "support-instructions-lora.yaml",
+    code, out, err = run_cli("prepare", ROOT / "configs" / "support-instructions-tiny.yaml",
                              f"output.dir={tmp_path / 'run'}")
     assert code == 0, err
     report = json.loads((tmp_path / "run" / "data_report.json").read_text())

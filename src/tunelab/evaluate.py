@@ -81,11 +81,10 @@ def compare(metrics: dict, base: list, tuned: list, references: list, samples: i
 
 def table_text(report: dict) -> str:
     """The printed table: metric, base, tuned, delta, 95% CI of the delta."""
-    lines = [f"{report['task']} on {report['split']} ({report['examples']} examples); base = {report['base']}",
-             f"{'metric':<13}{'base':>10}{'tuned':>10}{'delta':>10}   95% CI of delta"]
-    for name, row in report["metrics"].items():
-        low, high = row["ci95"]
-        better = "lower is better" if row["lower_is_better"] else ""
-        lines.append(f"{name:<13}{row['base']:>10.4f}{row['tuned']:>10.4f}{row['delta']:>+10.4f}   "
-                     f"[{low:+.4f}, {high:+.4f}] {better}".rstrip())
-    return "\n".join(lines)
+    from tunelab.tables import text_table
+
+    rows = [[name, row["base"], row["tuned"], f"{row['delta']:+.4g}",
+             f"[{row['ci95'][0]:+.4g}, {row['ci95'][1]:+.4g}]", "lower" if row["lower_is_better"] else "higher"]
+            for name, row in report["metrics"].items()]
+    heading = f"{report['task']} on {report['split']} ({report['examples']} examples); base = {report['base']}"
+    return heading + "\n" + text_table(["metric", "base", "tuned", "delta", "95% CI of delta", "better"], rows)

@@ -165,7 +165,7 @@ INSTRUCTION_CARD = """# support_instructions (built into tunelab)
   `support_intents`; outputs are agent replies from hand-written templates (naming the customer's
   order number and product), one-line request summaries, or the intent name. Task mix about 60% replies,
   20% summaries, 20% intent labels. Seed {seed}. Regenerate with `python -m tunelab.data.builtin`.
-- **Use**: instruction tuning of small causal LMs offline (`configs/support-instructions-lora.yaml`).
+- **Use**: instruction tuning of small causal LMs offline (`configs/support-instructions-tiny.yaml`).
   `tunelab prepare` splits validation and test from it.
 - **Limits**: synthetic and templated; replies are plausible, not company policy. English only.
 """
