@@ -103,7 +103,9 @@ def _classification(cfg: TunelabConfig, run_dir: Path, train_rows: list[dict], t
     started = time.perf_counter()
     label_vectors = unit(embed(encoder, tokenizer, [name.replace("_", " ") for name in labels], max_length))
     prompt_setup = time.perf_counter() - started
-    zero_shot = lambda batch: (unit(embed(encoder, tokenizer, batch, max_length)) @ label_vectors.T).argmax(-1)  # noqa: E731
+
+    def zero_shot(batch: list[str]) -> torch.Tensor:
+        return (unit(embed(encoder, tokenizer, batch, max_length)) @ label_vectors.T).argmax(-1)
 
     started = time.perf_counter()
     memory = unit(embed(encoder, tokenizer, [r["text"] for r in train_rows], max_length))
@@ -111,11 +113,13 @@ def _classification(cfg: TunelabConfig, run_dir: Path, train_rows: list[dict], t
     retrieval_setup = time.perf_counter() - started
 
     def knn(batch: list[str], k: int = 5) -> torch.Tensor:
-        scores, idx = (unit(embed(encoder, tokenizer, batch, max_length)) @ memory.T).topk(k, dim=-1)
+        scores, idx = (unit(embed(encoder, tokenizer, batch, max_length)) @ memory.T).topk(min(k, len(memory)), dim=-1)
         votes = torch.zeros(len(batch), len(labels)).scatter_add_(1, memory_labels[idx], scores)
         return votes.argmax(-1)
 
-    tuned = lambda batch: class_probabilities(loaded.model, loaded.tokenizer, batch, max_length).argmax(-1)  # noqa: E731
+    def tuned(batch: list[str]) -> torch.Tensor:
+        return class_probabilities(loaded.model, loaded.tokenizer, batch, max_length).argmax(-1)
+
     train_seconds = read_json(run_dir / "metrics.json")["train_seconds"]
     approaches = [("prompting", zero_shot, prompt_setup), ("retrieval", knn, retrieval_setup),
                   ("fine-tuning", tuned, train_seconds)]
@@ -144,7 +148,10 @@ def _causal(cfg: TunelabConfig, run_dir: Path, train_rows: list[dict], test_rows
     encoder_dir = resolve_model("builtin:minilm")
     enc_tok = AutoTokenizer.from_pretrained(encoder_dir)
     encoder = quietly(AutoModel.from_pretrained, encoder_dir, dtype=torch.float32, use_safetensors=True).eval()
-    key = lambda rows: [to_messages(r)[-2]["content"] for r in rows]  # noqa: E731  (the last user turn)
+
+    def key(rows: list[dict]) -> list[str]:
+        return [to_messages(r)[-2]["content"] for r in rows]  # the last user turn
+
     memory = torch.nn.functional.normalize(embed(encoder, enc_tok, key(train_rows), 128), dim=-1)
     retrieval_setup = time.perf_counter() - started
     queries = torch.nn.functional.normalize(embed(encoder, enc_tok, key(test_rows), 128), dim=-1)

@@ -54,9 +54,9 @@ def run(config: str, axes: list[str], samples: int | None = None, tolerance: flo
     base = load_config(config)
     grid = parse_grid(axes)
     chosen = points(grid, samples, base.train.seed)
-    for point in chosen:  # validate every point before training any
-        _config_for(config, point, Path("unused"))
     root = Path(out or f"{base.output.dir}-sweep")
+    for point in chosen:  # validate every point before training any
+        _config_for(config, point, root / "check")
     metric = base.train.metric_for_best_model or ("accuracy" if base.task == "classification" else "loss")
     results = []
     for i, point in enumerate(chosen, start=1):
@@ -96,7 +96,10 @@ def recommend(report: dict) -> dict:
     evidence = {}
     for key, values in report["grid"].items():
         evidence[key] = {str(v): _mean([r["validation"] for r in scored if r["setting"][key] == v]) for v in values}
-    describe = lambda r: " ".join(f"{k}={v}" for k, v in r["setting"].items())  # noqa: E731
+
+    def describe(r: dict) -> str:
+        return " ".join(f"{k}={v}" for k, v in r["setting"].items())
+
     text = (f"best: {describe(best)} ({report['metric']} {best['validation']:.4g}); cheapest within "
             f"{report['tolerance']} of it: {describe(cheapest)} ({cheapest['validation']:.4g}, "
             f"{cheapest['trainable_params']:,} trainable parameters vs {best['trainable_params']:,})")
