@@ -24,8 +24,10 @@ from tunelab.config.schema import TunelabConfig
 from tunelab.data.examples import Example, LoadedData, load_examples
 from tunelab.data.report import render_sample, split_report
 from tunelab.data.split import count_leakage, deduplicate, split_off
-from tunelab.data.tokenize import encode_causal_split, encode_classification, ensure_chat_template, pack
-from tunelab.data.tokenize import EncodeStats
+from tunelab.data.tokenize import (
+    EncodeStats, encode_causal_split, encode_classification, ensure_chat_template, pack,
+)
+from tunelab.errors import DataError
 from tunelab.models import load_tokenizer
 from tunelab.runs import staged_update, write_config, write_json
 
@@ -108,8 +110,6 @@ def encode_split(examples: list[dict], fmt: str, tokenizer, cfg: TunelabConfig, 
 
 
 def _check_usable(encoded: dict[str, list[dict]]) -> None:
-    from tunelab.errors import DataError
-
     empty = [split for split, records in encoded.items() if not records]
     if empty:
         raise DataError(f"no usable examples left in {', '.join(empty)} after length filtering; raise "

@@ -1,0 +1,1 @@
+"""Data: read sources, validate rows, split, tokenize (see tunelab.prepare for the stage)."""
