@@ -108,8 +108,9 @@ class LoraSection(Section):
     """Rank-stabilized LoRA scaling lora_alpha / sqrt(r) (arXiv 2312.03732)."""
     use_dora: bool = False
     """Weight-decomposed LoRA (arXiv 2402.09353)."""
-    init_lora_weights: Union[bool, Literal["gaussian", "pissa", "olora", "loftq"]] = True
-    """How to initialise the adapter (PEFT `init_lora_weights`)."""
+    init_lora_weights: Union[bool, Literal["gaussian", "pissa", "olora"]] = True
+    """How to initialise the adapter (PEFT `init_lora_weights`): true (B = 0, so training starts at the base
+    model), false (random, for tests), gaussian, pissa or olora."""
 
 
 class QuantizationSection(Section):
