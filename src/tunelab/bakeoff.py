@@ -78,7 +78,7 @@ def run_method(cfg: TunelabConfig, method: str, root: Path, same_learning_rate: 
             "delta_ci95": score["ci95"]}
 
 
-def _cells(row: dict) -> list:
+def table_cells(row: dict) -> list:
     if "error" in row:
         return [row["method"], row["learning_rate"]] + ["-"] * (len(COLUMNS) - 3) + [f"failed: {row['error']}"]
     low, high = row["tuned_ci95"]
@@ -89,7 +89,7 @@ def _cells(row: dict) -> list:
 
 
 def summary_text(report: dict) -> str:
-    return text_table(COLUMNS, [_cells(r) for r in report["rows"]])
+    return text_table(COLUMNS, [table_cells(r) for r in report["rows"]])
 
 
 def markdown_report(report: dict) -> str:
@@ -99,4 +99,4 @@ def markdown_report(report: dict) -> str:
             f"95% CIs are bootstrap intervals over examples; delta is tuned minus base. Full-weight methods "
             f"(full, freeze) train at most at {FULL_WEIGHT_LEARNING_RATE:g}, the usual rate for updating every "
             f"weight, unless --same-learning-rate is given.\n\n"
-            + markdown_table(COLUMNS, [_cells(r) for r in report["rows"]]) + "\n")
+            + markdown_table(COLUMNS, [table_cells(r) for r in report["rows"]]) + "\n")

@@ -12,7 +12,7 @@ from pathlib import Path
 from tunelab.config.load import validate
 from tunelab.config.schema import TunelabConfig
 from tunelab.errors import RunFolderError, TunelabError
-from tunelab.runs import COMPLETE_MARKER, read_json
+from tunelab.runs import COMPLETE_MARKER, read_json, run_labels
 
 
 @dataclass
@@ -64,11 +64,6 @@ def load_run(run_dir: str | Path, merged: bool = False) -> LoadedRun:
     model.eval()
     fmt = read_json(run_dir / "data_report.json")["format"]
     return LoadedRun(run_dir, cfg, model, tokenizer, labels, fmt)
-
-
-def run_labels(run_dir: Path) -> list[str]:
-    id2label = read_json(run_dir / "labels.json")["id2label"]
-    return [id2label[str(i)] for i in range(len(id2label))]
 
 
 def class_probabilities(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 32):

@@ -97,7 +97,7 @@ def examples_html(predictions: list[dict]) -> str:
 
 
 def bakeoff_section(source: dict) -> str:
-    from tunelab.bakeoff import COLUMNS, _cells
+    from tunelab.bakeoff import COLUMNS, table_cells
 
     data, rows = source["data"], [r for r in source["data"]["rows"] if "error" not in r]
     charts = [bar_chart(f"{rows[0]['metric'] if rows else 'metric'} by method (95% CI)",
@@ -105,13 +105,13 @@ def bakeoff_section(source: dict) -> str:
               bar_chart("peak RSS (MiB) by method", [(r["method"], r["peak_rss_mb"], None) for r in rows]),
               bar_chart("train seconds by method", [(r["method"], r["train_seconds"], None) for r in rows])]
     return (f"<h2>Bake-off {escape(str(source['path']))}</h2>"
-            + html_table(COLUMNS, [_cells(r) for r in data["rows"]]) + f'<div class="charts">{"".join(charts)}</div>')
+            + html_table(COLUMNS, [table_cells(r) for r in data["rows"]]) + f'<div class="charts">{"".join(charts)}</div>')
 
 
 def sweep_section(source: dict) -> str:
-    from tunelab.sweep import _rows
+    from tunelab.sweep import table_rows
 
-    headers, rows = _rows(source["data"])
+    headers, rows = table_rows(source["data"])
     return (f"<h2>Sweep {escape(str(source['path']))}</h2>" + html_table(headers, rows)
             + f"<p><b>Recommendation:</b> {escape(source['data']['recommendation']['text'])}</p>")
 

@@ -71,3 +71,9 @@ def staged_update(run_dir: Path, overwrite: bool = False) -> Iterator[Path]:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def run_labels(run_dir: Path) -> list[str]:
+    """Classification label names in id order, from ``labels.json``."""
+    id2label = read_json(run_dir / "labels.json")["id2label"]
+    return [id2label[str(i)] for i in range(len(id2label))]

@@ -111,7 +111,7 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _rows(report: dict) -> tuple[list[str], list[list]]:
+def table_rows(report: dict) -> tuple[list[str], list[list]]:
     keys = list(report["grid"])
     headers = keys + [report["metric"], "trainable params", "train s"]
     rows = [[r["setting"][k] for k in keys] + [r["validation"], r["trainable_params"], r["train_seconds"]]
@@ -120,7 +120,7 @@ def _rows(report: dict) -> tuple[list[str], list[list]]:
 
 
 def summary_text(report: dict) -> str:
-    headers, rows = _rows(report)
+    headers, rows = table_rows(report)
     evidence = "\n".join(f"  mean {report['metric']} by {key}: " + ", ".join(f"{v} -> {s:.4g}" for v, s in by.items()
                                                                            if s is not None)
                          for key, by in report["recommendation"].get("per_axis_mean", {}).items())
@@ -128,7 +128,7 @@ def summary_text(report: dict) -> str:
 
 
 def markdown_report(report: dict) -> str:
-    headers, rows = _rows(report)
+    headers, rows = table_rows(report)
     return (f"# Sweep: {report['config']}\n\n{markdown_table(headers, rows)}\n\n"
             f"**Recommendation** (rule: best {report['metric']}, then the fewest trainable parameters within "
             f"{report['tolerance']} of it): {report['recommendation']['text']}\n")

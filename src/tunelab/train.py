@@ -24,7 +24,7 @@ from tunelab.data.collate import PadCollator
 from tunelab.errors import RunFolderError
 from tunelab.methods import PEFT_METHODS, MethodContext, build_model
 from tunelab.modeling import Device, align_pad_token, choose_device, set_threads, silence_known_warnings
-from tunelab.runs import COMPLETE_MARKER, read_json, versions, write_json
+from tunelab.runs import COMPLETE_MARKER, read_json, run_labels, versions, write_json
 from tunelab.train_outputs import save_outputs
 
 STATE_FILE = "train_state.json"
@@ -66,7 +66,7 @@ def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
         # AdaLoRA prunes some modules to rank 0 by design; PEFT mistakes that for unsaved shards.
         warnings.filterwarnings("ignore", message=".*LoRA tensor\\(s\\) have invalid shape.*")
     data = datasets.load_from_disk(str(run_dir / "data" / "tokenized"))
-    labels = _labels(run_dir) if cfg.task == "classification" else None
+    labels = run_labels(run_dir) if cfg.task == "classification" else None
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer")
     device = choose_device(cfg)
     threads = set_threads(cfg)
@@ -235,11 +235,6 @@ def _last_checkpoint(run_dir: Path) -> str | None:
 
     folder = run_dir / "checkpoints"
     return get_last_checkpoint(str(folder)) if folder.is_dir() else None
-
-
-def _labels(run_dir: Path) -> list[str]:
-    id2label = read_json(run_dir / "labels.json")["id2label"]
-    return [id2label[str(i)] for i in range(len(id2label))]
 
 
 def _remove(path: Path) -> None:
