@@ -59,3 +59,19 @@ def test_ci_runs_the_readme_test_command():
     assert blocks[0].endswith("tunelab demo")
     assert blocks[1].endswith("pytest")
     assert blocks[1] in (ROOT / ".ci" / "run").read_text()
+
+
+@pytest.mark.parametrize("argv", [
+    ["evaluate", "runs/x", "--max-examples", "0"],
+    ["sweep", "c.yaml", "lora.r=2,4", "--samples", "-1"],
+    ["advise", "c.yaml", "--tolerance", "-0.5"],
+    ["predict", "runs/x", "hi", "--max-new-tokens", "0"],
+])
+def test_bad_numbers_are_usage_errors(argv, capsys):
+    from tunelab.cli import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: argument" in err and "Traceback" not in err

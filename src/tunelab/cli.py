@@ -22,6 +22,21 @@ OVERRIDES_HELP = ("settings that replace the config's, as section.key=value (e.g
                   "values are YAML (null, true, [q_proj, v_proj]). `tunelab config schema` lists every key")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse turns the error into a usage message, exit 2)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 0")
+    return value
+
+
 @dataclass
 class Command:
     help: str
@@ -94,9 +109,9 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", help="a .jsonl file of inputs: objects with a `text` (or `prompt`) field, or strings")
     parser.add_argument("--output", help="write one JSON result per line here instead of printing")
     parser.add_argument("--merged", action="store_true", help="use RUN/merged/ (see tunelab merge)")
-    parser.add_argument("--max-new-tokens", type=int, default=None,
+    parser.add_argument("--max-new-tokens", type=positive_int, default=None,
                         help="causal LM: tokens to generate (default: the run's eval.max_new_tokens)")
-    parser.add_argument("--temperature", type=float, default=0.0,
+    parser.add_argument("--temperature", type=non_negative_float, default=0.0,
                         help="causal LM: 0 for greedy decoding (default), above 0 to sample")
     parser.add_argument("--top-p", type=float, default=1.0, help="causal LM: nucleus sampling mass (default 1.0)")
     parser.add_argument("--seed", type=int, default=0, help="seed for sampling (default 0)")
@@ -114,7 +129,7 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     _run_argument(parser)
     parser.add_argument("--split", choices=["train", "validation", "test"], default=None,
                         help="split to measure (default: the run's eval.split, normally test)")
-    parser.add_argument("--max-examples", type=int, default=None, help="evaluate only the first N examples")
+    parser.add_argument("--max-examples", type=positive_int, default=None, help="evaluate only the first N examples")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -148,8 +163,8 @@ def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML config file")
     parser.add_argument("axes", nargs="+", metavar="KEY=V1,V2",
                         help="values to try per setting, e.g. lora.r=2,4,8,16 lora.lora_alpha=8,16,32")
-    parser.add_argument("--samples", type=int, help="try this many random points of the grid instead of all")
-    parser.add_argument("--tolerance", type=float, default=0.01,
+    parser.add_argument("--samples", type=positive_int, help="try this many random points of the grid instead of all")
+    parser.add_argument("--tolerance", type=non_negative_float, default=0.01,
                         help="recommend the cheapest point within this much of the best validation score "
                              "(default 0.01)")
     parser.add_argument("--out", help="folder for the runs and sweep.json/.md (default: OUTPUT_DIR-sweep)")
@@ -165,7 +180,7 @@ def _sweep(args: argparse.Namespace) -> None:
 
 def _advise_arguments(parser: argparse.ArgumentParser) -> None:
     _config_arguments(parser)
-    parser.add_argument("--tolerance", type=float, default=0.02,
+    parser.add_argument("--tolerance", type=non_negative_float, default=0.02,
                         help="prefer a simpler approach whose quality is within this much of the best (default 0.02)")
     parser.add_argument("--out", help="folder for the fine-tuning run and advise.json (default: OUTPUT_DIR-advise)")
 
