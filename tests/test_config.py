@@ -78,11 +78,11 @@ def test_every_problem_is_reported_at_once(minimal):
 
 def test_unknown_keys_in_the_file_are_rejected_with_suggestions(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("task: classification\ndata: {train: x.jsonl, text_feild: body}\nquantize: {bits: 4}\n"
+    path.write_text("task: classification\ndata: {train: x.jsonl, text_feild: body}\nquantise: {bits: 4}\n"
                     "lora: {rank: 4}\n")
     found = problems(path)
     assert "data.text_feild: unknown key; did you mean 'text_field'?" in found
-    assert "quantize: unknown key; did you mean 'quantization'?" in found
+    assert "quantise: unknown key; did you mean 'quantize'?" in found
     assert any(p.startswith("lora.rank: unknown key; did you mean 'r'") or p.startswith("lora.rank: unknown key")
                for p in found)
 

@@ -91,6 +91,14 @@ def _run_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="a finished run folder (output.dir of a trained config)")
 
 
+def _variant_argument(parser: argparse.ArgumentParser) -> None:
+    from tunelab.config.schema import QUANTIZE_METHODS
+
+    parser.add_argument("--variant", choices=("adapter", "merged") + QUANTIZE_METHODS, default=None,
+                        help="which copy of the model to use: the adapter as trained (default), RUN/merged/ "
+                             "(tunelab merge), or RUN/quantized/<method>/ (tunelab quantize)")
+
+
 def _merge_arguments(parser: argparse.ArgumentParser) -> None:
     _run_argument(parser)
     parser.add_argument("--full-precision", action="store_true",
@@ -108,7 +116,9 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify, or prompts to complete")
     parser.add_argument("--input", help="a .jsonl file of inputs: objects with a `text` (or `prompt`) field, or strings")
     parser.add_argument("--output", help="write one JSON result per line here instead of printing")
-    parser.add_argument("--merged", action="store_true", help="use RUN/merged/ (see tunelab merge)")
+    _variant_argument(parser)
+    parser.add_argument("--merged", action="store_const", const="merged", dest="variant",
+                        help="same as --variant merged")
     parser.add_argument("--max-new-tokens", type=positive_int, default=None,
                         help="causal LM: tokens to generate (default: the run's eval.max_new_tokens)")
     parser.add_argument("--temperature", type=non_negative_float, default=0.0,
@@ -130,14 +140,50 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=["train", "validation", "test"], default=None,
                         help="split to measure (default: the run's eval.split, normally test)")
     parser.add_argument("--max-examples", type=positive_int, default=None, help="evaluate only the first N examples")
+    _variant_argument(parser)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from tunelab import evaluate
 
-    report = evaluate.run(args.run, split=args.split, max_examples=args.max_examples)
+    report = evaluate.run(args.run, split=args.split, max_examples=args.max_examples, variant=args.variant)
     print(evaluate.table_text(report))
-    print(f"wrote {report['run']}/eval.json and predictions.jsonl")
+    print(f"wrote {report['written_to']}/eval.json and predictions.jsonl")
+
+
+def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
+    from tunelab.config.schema import QUANTIZE_METHODS
+
+    _run_argument(parser)
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="quantize.* or quantization.* settings, e.g. quantize.group_size=64 quantize.bits=8")
+    parser.add_argument("--method", help=f"comma-separated methods: {', '.join(QUANTIZE_METHODS)} (default: the "
+                                         "run's quantize.methods, int8,nf4,dynamic-int8). gptq needs "
+                                         "pip install 'tunelab[gptq]'")
+    parser.add_argument("--compare", action="store_true",
+                        help="measure every variant against the fp32 model on the test split (size, memory, "
+                             "latency, throughput, quality, agreement); writes RUN/quantization.json and .md")
+    parser.add_argument("--split", choices=["validation", "test"], default=None,
+                        help="split --compare measures (default: the run's eval.split)")
+    parser.add_argument("--max-examples", type=positive_int, default=None,
+                        help="--compare: score only the first N examples")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where the quantized models run (default cpu); dynamic-int8 is CPU only")
+    parser.add_argument("--force", action="store_true", help="quantize again even if an up-to-date copy exists")
+
+
+def _quantize(args: argparse.Namespace) -> None:
+    from tunelab import quantize, quantize_compare
+    from tunelab.inference import open_run
+
+    methods = [m.strip() for m in args.method.split(",") if m.strip()] if args.method is not None else None
+    written = quantize.run(args.run, methods, args.overrides, args.device, args.force, echo=print)
+    if args.compare:
+        run_dir, cfg = open_run(args.run)
+        report = quantize_compare.compare(run_dir, quantize.with_overrides(cfg, args.overrides), list(written),
+                                          args.split, args.max_examples, echo=print)
+        print(quantize_compare.summary_text(report))
+        print(f"wrote {run_dir}/quantization.json and quantization.md")
 
 
 def _bakeoff_arguments(parser: argparse.ArgumentParser) -> None:
@@ -279,6 +325,14 @@ COMMANDS: dict[str, Command] = {
                       _advise_arguments, _advise),
     "report": Command("one self-contained HTML (or Markdown) report of runs, bake-offs and sweeps",
                       _report_arguments, _report),
+    "quantize": Command("deployable 8-bit, 4-bit NF4, GPTQ and CPU int8 copies of a run, measured against fp32",
+                        _quantize_arguments, _quantize,
+                        "Merges the run's adapter into the fp32 base (RUN/merged/), then writes one folder per "
+                        "method under RUN/quantized/ (safetensors; int8, nf4 and gptq also load with plain "
+                        "from_pretrained). With --compare, measures each against the fp32 model in its own "
+                        "process and writes RUN/quantization.json and quantization.md. Methods: int8 "
+                        "(bitsandbytes LLM.int8), nf4 (bitsandbytes 4-bit NF4), gptq (GPTQ calibrated on the "
+                        "run's training data), dynamic-int8 (PyTorch int8 kernels, the fast one on CPUs)."),
     "predict": Command("classify texts or complete prompts with a finished run", _predict_arguments, _predict),
     "merge": Command("fold a run's adapter into the base: RUN/merged/, loadable with from_pretrained",
                      _merge_arguments, _merge),
@@ -304,19 +358,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tunelab {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():
-        # argparse treats % as a format character in help text.
-        sub = commands.add_parser(name, help=command.help.replace("%", "%%"),
-                                  description=(command.description or command.help).replace("%", "%%"))
-        command.add_arguments(sub)
-        sub.set_defaults(handler=command.handler)
+        _add_command(commands, name, command)
     config = commands.add_parser("config", help="show the resolved config or the schema of every option",
                                  description="Inspect configs.")
     config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
     for name, command in CONFIG_COMMANDS.items():
-        sub = config_commands.add_parser(name, help=command.help, description=command.help)
-        command.add_arguments(sub)
-        sub.set_defaults(handler=command.handler)
+        _add_command(config_commands, name, command)
     return parser
+
+
+def _add_command(commands, name: str, command: Command) -> None:
+    # argparse treats % as a format character in help text.
+    sub = commands.add_parser(name, help=command.help.replace("%", "%%"),
+                              description=(command.description or command.help).replace("%", "%%"))
+    command.add_arguments(sub)
+    lists = [a.dest for a in sub._actions if not a.option_strings and a.nargs in ("*", "+")]
+    sub.set_defaults(handler=command.handler, trailing=lists[-1] if lists else None)
 
 
 def report_problems(err: TunelabError, stream=None) -> None:
@@ -334,7 +391,15 @@ def report_problems(err: TunelabError, stream=None) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 user error, 1 bug, 130 interrupted)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops filling a trailing list (texts, KEY=VALUE overrides) at the first option;
+    # take what follows the options too (`quantize RUN --method gptq quantize.bits=8`).
+    trailing = getattr(args, "trailing", None)
+    if extra and trailing and not any(item.startswith("-") for item in extra):
+        getattr(args, trailing).extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.handler(args) or 0
     except TunelabError as err:

@@ -21,11 +21,16 @@ from tunelab.metrics import LOWER_IS_BETTER, bootstrap_interval, paired_bootstra
 from tunelab.runs import write_json
 
 
-def run(run_dir: str | Path, split: str | None = None, max_examples: int | None = None) -> dict:
-    """Evaluate base and tuned on ``split`` (default ``eval.split``); write and return eval.json."""
-    from tunelab.inference import load_run
+def run(run_dir: str | Path, split: str | None = None, max_examples: int | None = None,
+        variant: str | None = None) -> dict:
+    """Evaluate base and tuned on ``split`` (default ``eval.split``); write and return eval.json.
 
-    loaded = load_run(run_dir)
+    With a ``variant`` (merged, or a quantization method) that copy is the tuned model, and
+    eval.json goes into its folder.
+    """
+    from tunelab.inference import load_run, variant_folder
+
+    loaded = load_run(run_dir, variant)
     cfg = loaded.cfg
     split = split or cfg.eval.split
     examples = read_split(loaded.run_dir, split)[: max_examples or cfg.eval.max_examples or None]
@@ -33,15 +38,17 @@ def run(run_dir: str | Path, split: str | None = None, max_examples: int | None 
         raise TunelabError(f"{loaded.run_dir}: split '{split}' has no examples to evaluate")
     result = EVALUATORS[cfg.task]()(loaded, examples, split)
     report = {"run": str(loaded.run_dir), "task": cfg.task, "split": split, "examples": len(examples),
-              "base": result.pop("base_kind"), "tuned": f"{cfg.method.name} fine-tuned",
+              "base": result.pop("base_kind"),
+              "tuned": f"{cfg.method.name} fine-tuned" + (f" ({variant})" if variant else ""),
               "settings": {"bootstrap_samples": cfg.eval.bootstrap_samples, "seed": cfg.train.seed,
                            "max_new_tokens": cfg.eval.max_new_tokens},
               **result}
     predictions = report.pop("predictions")
-    with open(loaded.run_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
+    out = loaded.run_dir if variant in (None, "adapter") else variant_folder(loaded.run_dir, variant)
+    with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions)
-    write_json(loaded.run_dir / "eval.json", report)
-    return report
+    write_json(out / "eval.json", report)
+    return {**report, "written_to": str(out)}
 
 
 def _classification():

@@ -39,31 +39,68 @@ def open_run(run_dir: str | Path) -> tuple[Path, TunelabConfig]:
     return run_dir, validate(tree, source=str(run_dir / "config.yaml"))
 
 
-def load_run(run_dir: str | Path, merged: bool = False) -> LoadedRun:
-    """The run's trained model in eval mode (base + adapter, the full model, or ``merged/``)."""
+def load_run(run_dir: str | Path, variant: str | None = None, full_precision_base: bool = False) -> LoadedRun:
+    """The run's trained model in eval mode.
+
+    ``variant``: None for the model as trained (base + adapter, or the full model); ``adapter``;
+    ``merged`` (``RUN/merged/``); or a quantization method (``RUN/quantized/<method>/``).
+    An adapter trained on a 4- or 8-bit base (qlora, lora-8bit) is loaded on that base again,
+    unless ``full_precision_base``.
+    """
     from transformers import AutoTokenizer
 
-    from tunelab.modeling import Device, align_pad_token, load_base_model, silence_known_warnings
+    from tunelab.modeling import align_pad_token, silence_known_warnings
 
     silence_known_warnings()
     run_dir, cfg = open_run(run_dir)
     labels = run_labels(run_dir) if cfg.task == "classification" else None
-    device = Device("cpu", False, "cpu")
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer")
-    if merged:
-        if not (run_dir / "merged").exists():
-            raise RunFolderError(f"{run_dir}: no merged/ folder; write it with tunelab merge {run_dir}")
-        model = load_base_model(cfg, labels, device, location=str(run_dir / "merged"))
-    elif (run_dir / "model").exists():
-        model = load_base_model(cfg, labels, device, location=str(run_dir / "model"))
-    else:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(load_base_model(cfg, labels, device), run_dir / "adapter")
+    model = load_variant(run_dir, cfg, labels, variant, full_precision_base)
     align_pad_token(model, tokenizer)
     model.eval()
     fmt = read_json(run_dir / "data_report.json")["format"]
     return LoadedRun(run_dir, cfg, model, tokenizer, labels, fmt)
+
+
+def variant_folder(run_dir: Path, variant: str | None) -> Path:
+    """Where a variant's weights live (for sizes and reports)."""
+    if variant in (None, "adapter"):
+        return run_dir / ("model" if (run_dir / "model").exists() else "adapter")
+    if variant == "merged":
+        return run_dir / "merged"
+    return run_dir / "quantized" / variant
+
+
+def load_variant(run_dir: Path, cfg: TunelabConfig, labels: list[str] | None, variant: str | None,
+                 full_precision_base: bool = False):
+    from tunelab.methods import BASE_BITS
+    from tunelab.modeling import Device, load_base_model
+    from tunelab.quantize import INFO_FILE, VARIANTS
+    from tunelab.quantizers import QUANTIZERS
+
+    device = Device("cpu", False, "cpu")
+    folder = variant_folder(run_dir, variant)
+    if variant in (None, "adapter"):
+        if folder.name == "model":
+            if variant == "adapter":
+                raise RunFolderError(f"{run_dir}: a {cfg.method.name} run saves the whole model; it has no adapter")
+            return load_base_model(cfg, labels, device, location=str(folder))
+        from peft import PeftModel
+
+        bits = None if full_precision_base else BASE_BITS.get(cfg.method.name)
+        return PeftModel.from_pretrained(load_base_model(cfg, labels, device, bits=bits), folder)
+    if variant == "merged":
+        if (run_dir / "model").exists():
+            return load_base_model(cfg, labels, device, location=str(run_dir / "model"))
+        if not folder.exists():
+            raise RunFolderError(f"{run_dir}: no merged/ folder; write it with tunelab merge {run_dir}")
+        return load_base_model(cfg, labels, device, location=str(folder))
+    if variant not in QUANTIZERS:
+        raise TunelabError(f"--variant: unknown variant '{variant}'; valid: {', '.join(VARIANTS)}")
+    if not (folder / INFO_FILE).exists():
+        raise RunFolderError(f"{run_dir}: no quantized/{variant}/ folder; write it with "
+                             f"tunelab quantize {run_dir} --method {variant}")
+    return QUANTIZERS[variant].load(cfg, labels, device, folder)
 
 
 def class_probabilities(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 32):
@@ -105,8 +142,12 @@ def render_prompt(loaded: LoadedRun, prompt: str | list[dict]) -> str:
 
 
 def generate(loaded: LoadedRun, prompts: list, max_new_tokens: int, batch_size: int = 8, model=None,
-             temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> list[str]:
-    """Completions for prompts (strings or chats), batched with left padding; greedy when temperature is 0."""
+             temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, token_ids: bool = False,
+             min_new_tokens: int | None = None) -> list:
+    """Completions for prompts (strings or chats), batched with left padding; greedy when temperature is 0.
+
+    Returns the texts, or with ``token_ids`` the generated token ids (up to the first EOS).
+    """
     import torch
 
     tokenizer, model = loaded.tokenizer, model or loaded.model
@@ -122,9 +163,16 @@ def generate(loaded: LoadedRun, prompts: list, max_new_tokens: int, batch_size: 
                               return_tensors="pt")
             with torch.inference_mode():
                 out = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                     eos_token_id=tokenizer.eos_token_id, **sampling)
+                                     eos_token_id=tokenizer.eos_token_id, min_new_tokens=min_new_tokens, **sampling)
             new = out[:, batch["input_ids"].shape[1]:]
-            outputs += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+            if token_ids:
+                outputs += [_until_eos(row.tolist(), tokenizer.eos_token_id) for row in new]
+            else:
+                outputs += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
     finally:
         tokenizer.padding_side = side
     return outputs
+
+
+def _until_eos(ids: list[int], eos: int | None) -> list[int]:
+    return ids[: ids.index(eos)] if eos in ids else ids

@@ -130,12 +130,16 @@ def _kbit_lora(ctx: MethodContext, bits: int) -> nn.Module:
 
 def qlora(ctx: MethodContext) -> nn.Module:
     """QLoRA: LoRA on a frozen 4-bit NF4 base with double quantization (arXiv 2305.14314)."""
-    return _kbit_lora(ctx, 4)
+    return _kbit_lora(ctx, BASE_BITS["qlora"])
 
 
 def lora_8bit(ctx: MethodContext) -> nn.Module:
     """LoRA on a frozen LLM.int8() base (arXiv 2208.07339)."""
-    return _kbit_lora(ctx, 8)
+    return _kbit_lora(ctx, BASE_BITS["lora-8bit"])
+
+
+# Methods whose frozen base is quantized while training: bits per base weight.
+BASE_BITS = {"qlora": 4, "lora-8bit": 8}
 
 
 METHODS: dict[str, Callable[[MethodContext], nn.Module]] = {

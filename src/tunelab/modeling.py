@@ -52,6 +52,25 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB.
+
+    Linux keeps ``ru_maxrss`` across exec, so a child started by a large parent would report
+    the parent's peak; ``VmHWM`` belongs to this process image alone.
+    """
+    import resource
+    import sys
+
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
+
+
 def cpu_description() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -71,15 +90,15 @@ def set_threads(cfg: TunelabConfig) -> int:
     return threads
 
 
-def quantization_config(cfg: TunelabConfig, bits: int | None, device: Device):
+def quantization_config(cfg: TunelabConfig, bits: int | None, device: Device, needed_by: str | None = None):
     """A bitsandbytes config for a 4- or 8-bit base, or None for full precision."""
     if bits is None:
         return None
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise TunelabError(f"method.name: {cfg.method.name} needs bitsandbytes; install it with "
-                           "pip install 'tunelab[quant]'") from None
+        who = needed_by or f"method.name: {cfg.method.name}"
+        raise TunelabError(f"{who} needs bitsandbytes; install it with pip install 'tunelab[quant]'") from None
     import torch
     from transformers import BitsAndBytesConfig
 
@@ -96,8 +115,12 @@ def quantization_config(cfg: TunelabConfig, bits: int | None, device: Device):
 
 
 def load_base_model(cfg: TunelabConfig, labels: list[str] | None, device: Device, bits: int | None = None,
-                    location: str | None = None):
+                    location: str | None = None, quantization=None):
     """The pre-trained model with the task's head (a new classifier for ``labels``).
+
+    ``bits`` loads the base in 4- or 8-bit with bitsandbytes; ``quantization`` passes any other
+    transformers quantization config (GPTQ). A folder that is already quantized (its config.json
+    says how) loads in that format without either.
 
     Raises:
         ModelLoadError: the model cannot be found, downloaded or loaded for this task.
@@ -105,12 +128,15 @@ def load_base_model(cfg: TunelabConfig, labels: list[str] | None, device: Device
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    prepare_quantization_backends()
     location = location or resolve_model(cfg.model.name)
     kwargs = {"revision": cfg.model.revision, "trust_remote_code": cfg.model.trust_remote_code,
               "dtype": torch.float32, "use_safetensors": True}
-    quant = quantization_config(cfg, bits, device)
+    quant = quantization or quantization_config(cfg, bits, device)
+    if quant is not None or is_quantized_checkpoint(location):
+        kwargs["device_map"] = {"": 0} if device.type == "cuda" else {"": "cpu"}
     if quant is not None:
-        kwargs.update(quantization_config=quant, device_map={"": 0} if device.type == "cuda" else {"": "cpu"})
+        kwargs["quantization_config"] = quant
     if cfg.task == "classification":
         auto = AutoModelForSequenceClassification
         kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
@@ -129,11 +155,38 @@ def load_base_model(cfg: TunelabConfig, labels: list[str] | None, device: Device
     return model
 
 
+def is_quantized_checkpoint(location: str) -> bool:
+    """Whether a local model folder was saved quantized (its config.json has a quantization_config)."""
+    import json
+
+    config = Path(location) / "config.json"
+    try:
+        return "quantization_config" in json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+
+def prepare_quantization_backends() -> None:
+    """Settings the quantization libraries need before they are imported.
+
+    gptqmodel sizes its CPU worker pool at (cores + 1) // 2 while its model loader asks for 2
+    workers, so on a 1- or 2-core machine every GPTQ load fails with "Virtual pool
+    'model_loader:cpu' requests 2 workers but parent 'cpu' only has 1". Give it at least 2.
+    """
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, cpu_count())))
+
+
 def silence_known_warnings() -> None:
     """Hide warnings users cannot act on: transformers' own code calling an API it deprecated."""
+    import logging
     import warnings
 
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    # Quantized models are placed with device_map={"": "cpu"}, which transformers calls "offloaded".
+    warnings.filterwarnings("ignore", message=".*save a model with offloaded modules.*")
+    # LLM.int8 casts activations to fp16 by design; bitsandbytes says so on every forward pass.
+    logging.getLogger("bitsandbytes.autograd._functions").addFilter(
+        lambda record: "inputs will be cast from" not in record.getMessage())
 
 
 def quietly(load, *args, **kwargs):

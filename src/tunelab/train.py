@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import resource
 import time
 from pathlib import Path
 from typing import Callable
@@ -23,7 +22,8 @@ from tunelab.config.schema import TunelabConfig
 from tunelab.data.collate import PadCollator
 from tunelab.errors import RunFolderError
 from tunelab.methods import PEFT_METHODS, MethodContext, build_model
-from tunelab.modeling import Device, align_pad_token, choose_device, set_threads, silence_known_warnings
+from tunelab.modeling import (Device, align_pad_token, choose_device, peak_rss_mb, set_threads,
+                              silence_known_warnings)
 from tunelab.runs import COMPLETE_MARKER, read_json, run_labels, versions, write_json
 from tunelab.train_outputs import save_outputs
 
@@ -188,15 +188,11 @@ def planned_steps(cfg: TunelabConfig, train_rows: int) -> int:
     return max(1, math.ceil(per_epoch * cfg.train.epochs))
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (ru_maxrss is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def config_hash(cfg: TunelabConfig) -> str:
-    """Hash of every setting that changes what training computes (not `output.*`)."""
+    """Hash of every setting that changes what training computes (not `output.*` or `quantize.*`)."""
     tree = cfg.model_dump(mode="json")
     tree.pop("output")
+    tree.pop("quantize")
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
 
 
@@ -225,7 +221,7 @@ def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             keys += _changed_keys(a, b, f"{prefix}{key}.")
-        elif a != b and f"{prefix}{key}" != "output.overwrite":
+        elif a != b and f"{prefix}{key}" != "output.overwrite" and not prefix.startswith("quantize."):
             keys.append(f"{prefix}{key} ({a!r} -> {b!r})")
     return keys
 

@@ -88,8 +88,23 @@ def apply_override(tree: dict[str, Any], override: str) -> None:
     node[parts[-1]] = value
 
 
+# Keys that moved between sections: old configs and run folders keep loading.
+MOVED = {("quantization", "calibration_samples"): "quantize", ("quantization", "bits"): "quantize",
+         ("quantization", "group_size"): "quantize"}
+
+
+def _move_keys(tree: dict[str, Any]) -> None:
+    for (old_section, key), new_section in MOVED.items():
+        section = tree.get(old_section)
+        if isinstance(section, dict) and key in section:
+            target = tree.setdefault(new_section, {})
+            if isinstance(target, dict):
+                target.setdefault(key, section.pop(key))
+
+
 def validate(tree: dict[str, Any], default_name: str = "run", source: str = "config") -> TunelabConfig:
     """Validate a config tree and fill in derived defaults (run name and folder)."""
+    _move_keys(tree)
     try:
         cfg = TunelabConfig.model_validate(tree)
     except ValidationError as err:

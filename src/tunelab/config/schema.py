@@ -16,6 +16,8 @@ DATA_FORMATS = ("auto", "classification", "instruction", "chat", "text")
 # Names of the fine-tuning methods; the training stage registers one function per name.
 METHOD_NAMES = ("full", "freeze", "lora", "dora", "rslora", "adalora", "qlora", "lora-8bit")
 CAUSAL_FORMATS = ("instruction", "chat", "text")
+# Names of the quantization methods; the quantize stage registers one per name.
+QUANTIZE_METHODS = ("int8", "nf4", "gptq", "dynamic-int8")
 
 
 class Section(BaseModel):
@@ -120,12 +122,30 @@ class QuantizationSection(Section):
     """Also quantize the quantization constants (saves about 0.4 bits per weight)."""
     bnb_4bit_compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Dtype of the matmuls on a 4-bit base. `auto`: bfloat16 on a GPU that supports it, else float32."""
+
+
+class QuantizeSection(Section):
+    methods: list[Literal[QUANTIZE_METHODS]] = ["int8", "nf4", "dynamic-int8"]
+    """Methods `tunelab quantize` runs when `--method` is not given: int8, nf4, gptq, dynamic-int8."""
     calibration_samples: int = Field(128, ge=1)
-    """Training rows used to calibrate GPTQ."""
+    """Training rows (a seeded sample) that calibrate GPTQ."""
     bits: Literal[2, 3, 4, 8] = 4
-    """Bits per weight for GPTQ."""
+    """Bits per weight for GPTQ (the CPU kernel is fastest at 4)."""
     group_size: int = Field(128, ge=-1)
-    """GPTQ group size (-1: one group per row)."""
+    """GPTQ group size: weights sharing one scale (-1: one group per output row). Must divide the layer widths."""
+    per_channel: bool = True
+    """dynamic-int8: one scale per output channel (more accurate) instead of one per layer."""
+    timing_repeats: int = Field(10, ge=1)
+    """`--compare`: timed runs per latency measurement (the median is reported)."""
+    timing_warmup: int = Field(2, ge=0)
+    """`--compare`: untimed runs before timing starts."""
+
+    @field_validator("group_size")
+    @classmethod
+    def _group_size(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("group_size 0 is invalid; use -1 (per row) or a positive divisor of the layer widths")
+        return value
 
 
 class TrainSection(Section):
@@ -217,7 +237,9 @@ class TunelabConfig(Section):
     lora: LoraSection = LoraSection()
     """Adapter settings for lora, dora, rslora, adalora, qlora and lora-8bit (PEFT's names)."""
     quantization: QuantizationSection = QuantizationSection()
-    """Quantized bases (qlora, lora-8bit) and the quantize stage."""
+    """bitsandbytes settings: the quantized bases of qlora and lora-8bit, and `tunelab quantize --method nf4`."""
+    quantize: QuantizeSection = QuantizeSection()
+    """The quantize stage: deployable 8-bit, 4-bit, GPTQ and CPU int8 copies of a trained run."""
     train: TrainSection = TrainSection()
     """Optimisation settings."""
     eval: EvalSection = EvalSection()

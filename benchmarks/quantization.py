@@ -1,0 +1,80 @@
+"""Quantization on this machine: every method against fp32, for a real classifier and a ~60M causal LM.
+
+    python benchmarks/quantization.py [--out benchmarks/results] [--skip-gptq]
+
+1. MiniLM (the shipped all-MiniLM-L6-v2) LoRA-tuned on the built-in support intents: real weights,
+   so its accuracy change is a real quality cost.
+2. A Llama-style model of about 60M parameters (hidden 768, 8 layers, random init, then a short LoRA
+   run on the built-in instructions): realistic layer sizes for speed and memory; its perplexity
+   says little about quality, since the weights are random.
+
+Each run goes through ``tunelab quantize RUN --method int8,nf4,gptq,dynamic-int8 --compare``, which
+measures every variant in its own process (latency: median of repeated timed calls after warm-up).
+Prints the tables and writes ``OUT/quantization.json``. Not a timed test: expect noise on a shared
+machine, and compare ratios within one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from tunelab import quantize, quantize_compare, train
+from tunelab.config import load_config
+from tunelab.inference import open_run
+from tunelab.runs import versions
+from tunelab.tiny import make_tiny_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def classifier_run(work: Path) -> Path:
+    cfg = load_config(ROOT / "configs" / "support-intents-lora.yaml",
+                      [f"output.dir={work / 'minilm-intents'}", "output.overwrite=true", "train.epochs=2",
+                       "train.report_to=[none]"])
+    return train.run(cfg, echo=print)
+
+
+def causal_run(work: Path) -> Path:
+    model = make_tiny_model("llama", work / "llama-60m", hidden=768, layers=8, heads=12, vocab_size=4096)
+    cfg = load_config(ROOT / "configs" / "support-instructions-tiny.yaml",
+                      [f"model.name={model}", f"output.dir={work / 'llama60m-instructions'}", "output.overwrite=true",
+                       "method.name=lora", "lora.target_modules=all-linear", "train.learning_rate=1e-3",
+                       "train.max_steps=30", "train.batch_size=8", "train.eval_strategy=no",
+                       "train.report_to=[none]", "eval.max_new_tokens=32"])
+    return train.run(cfg, echo=print)
+
+
+def compare(run_dir: Path, methods: list[str]) -> dict:
+    quantize.run(run_dir, methods, echo=print)
+    _, cfg = open_run(run_dir)
+    report = quantize_compare.compare(run_dir, cfg, methods, echo=print)
+    print(quantize_compare.summary_text(report))
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for quantization.json")
+    parser.add_argument("--work", default=str(ROOT / "benchmarks" / ".work"), help="folder for the runs")
+    parser.add_argument("--skip-gptq", action="store_true", help="leave GPTQ out (it needs tunelab[gptq])")
+    args = parser.parse_args()
+    methods = ["int8", "nf4", "gptq", "dynamic-int8"]
+    if args.skip_gptq or importlib.util.find_spec("gptqmodel") is None:
+        print("GPTQ left out (pip install 'tunelab[gptq]' to include it)", file=sys.stderr)
+        methods.remove("gptq")
+    work, out = Path(args.work), Path(args.out)
+    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {"versions": versions(), "methods": methods,
+               "minilm_intents": compare(classifier_run(work), methods),
+               "llama60m_instructions": compare(causal_run(work), methods)}
+    (out / "quantization.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {out / 'quantization.json'}")
+
+
+if __name__ == "__main__":
+    main()

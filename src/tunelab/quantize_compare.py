@@ -1,0 +1,136 @@
+"""``tunelab quantize --compare``: every variant of a run measured against its fp32 model.
+
+Each variant is measured in its own process (``tunelab.measure``) on the run's test split:
+size on disk, weights memory (all and transformer blocks), peak RSS, latency at batch 1 and 8
+(median of repeated timed runs after warm-up), throughput, the task metric and its change,
+agreement with fp32 (same label, or the share of greedy tokens that match), and how far the
+outputs moved (classification: mean total-variation distance of the class probabilities;
+causal LM: mean absolute change of the per-example loss, in nats).
+
+For adapter runs the adapter itself (on the base it was trained on: 4-bit for qlora) is
+measured too, so the report states how far the merged fp32 model is from what was trained.
+Writes ``RUN/quantization.json`` and ``RUN/quantization.md``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from tunelab.config.schema import TunelabConfig
+from tunelab.modeling import cpu_description
+from tunelab.runs import read_json, versions, write_json
+from tunelab.tables import markdown_table, text_table
+
+COLUMNS = ["variant", "disk MiB", "weights MiB", "blocks MiB", "blocks x fp32", "peak RSS MiB",
+           "bs1 ms", "bs8 ms", "throughput", "metric", "change", "agreement", "output distance"]
+
+
+def compare(run_dir: Path, cfg: TunelabConfig, methods: list[str], split: str | None = None,
+            max_examples: int | None = None, echo: Callable[[str], None] = lambda _: None) -> dict:
+    """Measure the fp32 model, the adapter (if any) and ``methods``; write and return the report."""
+    from tunelab.inference import variant_folder
+
+    split = split or cfg.eval.split
+    reference = "model" if (run_dir / "model").exists() else "merged"
+    variants = [reference] + (["adapter"] if reference == "merged" else []) + list(methods)
+    rows = []
+    for i, variant in enumerate(variants, start=1):
+        echo(f"measuring {variant} ({i}/{len(variants)})")
+        row = measure_in_child(run_dir, variant, split, max_examples)
+        folder = variant_folder(run_dir, None if variant in ("model", "adapter") else variant)
+        row["disk_mb"] = round(folder_bytes(folder) / 2**20, 2)
+        rows.append(row)
+    ref = rows[0]
+    for row in rows:
+        if "error" not in row and "error" not in ref:
+            row.update(relative_to(ref, row))
+    for row in rows:
+        row.pop("probabilities", None), row.pop("example_nll", None), row.pop("completions", None)
+    report = {"run": str(run_dir), "task": cfg.task, "split": split, "reference": reference,
+              "machine": cpu_description(), "threads": cfg.train.threads or "all usable cores",
+              "timing": {"warmup": cfg.quantize.timing_warmup, "repeats": cfg.quantize.timing_repeats,
+                         "statistic": "median"},
+              "versions": versions(), "rows": rows}
+    write_json(run_dir / "quantization.json", report)
+    (run_dir / "quantization.md").write_text(markdown_report(report), encoding="utf-8")
+    return report
+
+
+def measure_in_child(run_dir: Path, variant: str, split: str, max_examples: int | None) -> dict:
+    """Run ``tunelab.measure`` in a fresh process; a failure becomes a row that says why."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        command = [sys.executable, "-m", "tunelab.measure", str(run_dir), variant, "--split", split, "--out", str(out)]
+        if max_examples:
+            command += ["--max-examples", str(max_examples)]
+        child = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if child.returncode != 0 or not out.exists():
+            reason = (child.stderr.strip().splitlines() or ["no output"])[-1][:300]
+            return {"variant": variant, "error": reason}
+        return read_json(out)
+
+
+def relative_to(ref: dict, row: dict) -> dict:
+    """The row's change against the fp32 reference."""
+    extra = {"metric_change": row["metric_value"] - ref["metric_value"],
+             "block_weights_ratio": round(row["block_weights_mb"] / ref["block_weights_mb"], 4),
+             "speedup_bs8": round(ref["latency_ms"]["8"] / row["latency_ms"]["8"], 3)}
+    if "probabilities" in row:
+        labels_ref = [max(range(len(p)), key=p.__getitem__) for p in ref["probabilities"]]
+        labels = [max(range(len(p)), key=p.__getitem__) for p in row["probabilities"]]
+        extra["agreement"] = sum(a == b for a, b in zip(labels_ref, labels)) / len(labels)
+        extra["output_distance"] = sum(0.5 * sum(abs(x - y) for x, y in zip(p, q))
+                                       for p, q in zip(ref["probabilities"], row["probabilities"])) / len(labels)
+        extra["output_distance_unit"] = "mean total-variation distance of class probabilities"
+    else:
+        extra["agreement"] = token_agreement(ref["completions"], row["completions"])
+        extra["output_distance"] = sum(abs(a - b) for a, b in zip(ref["example_nll"], row["example_nll"])) / max(
+            len(ref["example_nll"]), 1)
+        extra["output_distance_unit"] = "mean absolute change of per-example loss (nats)"
+    return extra
+
+
+def token_agreement(reference: list[list[int]], other: list[list[int]]) -> float:
+    """Share of the reference's greedy tokens that the other model produced at the same position."""
+    total = sum(max(len(a), len(b)) for a, b in zip(reference, other))
+    same = sum(x == y for a, b in zip(reference, other) for x, y in zip(a, b))
+    return same / total if total else 1.0
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.exists() else 0
+
+
+def table_cells(row: dict) -> list:
+    if "error" in row:
+        return [row["variant"]] + ["-"] * (len(COLUMNS) - 2) + [f"failed: {row['error']}"]
+    change = row.get("metric_change")
+    return [row["variant"], row["disk_mb"], row["weights_mb"], row["block_weights_mb"], row.get("block_weights_ratio"),
+            row["peak_rss_mb"], row["latency_ms"]["1"], row["latency_ms"]["8"],
+            f"{row['throughput']:.4g} {row['throughput_unit']}", f"{row['metric']} {row['metric_value']:.4f}",
+            None if change is None else f"{change:+.4f}", row.get("agreement"), row.get("output_distance")]
+
+
+def summary_text(report: dict) -> str:
+    return text_table(COLUMNS, [table_cells(r) for r in report["rows"]])
+
+
+def markdown_report(report: dict) -> str:
+    rows = [r for r in report["rows"] if "error" not in r]
+    distance = next((r["output_distance_unit"] for r in rows if "output_distance_unit" in r), "")
+    notes = [f"Measured on {report['machine']} ({report['threads']} threads), {report['task']} on the "
+             f"{report['split']} split, each variant in its own process. Latency: median of "
+             f"{report['timing']['repeats']} timed calls after {report['timing']['warmup']} warm-up calls. "
+             f"Change, agreement and output distance are against `{report['reference']}` (fp32); "
+             f"output distance is the {distance}."]
+    adapter = next((r for r in rows if r["variant"] == "adapter"), None)
+    if adapter and "agreement" in adapter:
+        notes.append(f"The adapter as trained (on its training-time base) vs the merged fp32 model: agreement "
+                     f"{adapter['agreement']:.4f}, output distance {adapter['output_distance']:.4g}, metric change "
+                     f"{adapter['metric_change']:+.4f}.")
+    return (f"# Quantization: {report['run']}\n\n" + "\n\n".join(notes) + "\n\n"
+            + markdown_table(COLUMNS, [table_cells(r) for r in report["rows"]]) + "\n")
