@@ -10,7 +10,7 @@
 
 Each run goes through ``tunelab quantize RUN --method int8,nf4,gptq,dynamic-int8 --compare``, which
 measures every variant in its own process (latency: median of repeated timed calls after warm-up).
-Prints the tables and writes ``OUT/quantization.json``. Not a timed test: expect noise on a shared
+Prints the tables and writes ``OUT/quantization.json`` and ``OUT/quantization.md``. Not a timed test: expect noise on a shared
 machine, and compare ratios within one table.
 """
 
@@ -73,7 +73,17 @@ def main() -> None:
                "minilm_intents": compare(classifier_run(work), methods),
                "llama60m_instructions": compare(causal_run(work), methods)}
     (out / "quantization.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {out / 'quantization.json'}")
+    (out / "quantization.md").write_text(markdown(results), encoding="utf-8")
+    print(f"wrote {out / 'quantization.json'} and quantization.md")
+
+
+def markdown(results: dict) -> str:
+    """Both comparison tables, each with how it was measured."""
+    titles = {"minilm_intents": "MiniLM (all-MiniLM-L6-v2, real weights), LoRA on the built-in intents",
+              "llama60m_instructions": "Llama-style ~60M parameters (random init + 30 LoRA steps), built-in instructions"}
+    parts = [f"## {title}\n\n" + quantize_compare.markdown_report(results[key]).split("\n\n", 1)[1]
+             for key, title in titles.items()]
+    return "\n".join(parts)
 
 
 if __name__ == "__main__":

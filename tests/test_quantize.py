@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from conftest import train_config
+from test_report import Collector
 from tunelab import dynamic_int8, train
 from tunelab.config import load_config
 from tunelab.errors import RunFolderError, TunelabError
@@ -109,16 +110,26 @@ def test_dynamic_int8_quantizes_gpt2_conv1d_and_reloads_exactly(tmp_path):
     assert not list((tmp_path / "dynamic-int8").glob("*.bin")) and not list((tmp_path / "dynamic-int8").glob("*.pt"))
 
 
-def test_dynamic_int8_per_layer_scheme_also_reloads(tmp_path, tiny_llama):
+def test_dynamic_int8_per_layer_scheme_and_kept_layers_reload(tmp_path, tiny_llama):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
-    quantized = dynamic_int8.quantize(model, ["lm_head"], per_channel=False)
+    quantized = dynamic_int8.quantize(model, ["lm_head"], per_channel=False, keep=[r"mlp\.down_proj"])
     dynamic_int8.save(quantized, tmp_path / "q")
     reloaded = dynamic_int8.load(tmp_path / "q", AutoModelForCausalLM)
+    layers = dynamic_int8.quantized_layers(reloaded)
+    assert len(layers) == 12 and not any("down_proj" in name for name in layers)  # 7 Linear per block, 1 kept
+    assert type(reloaded.model.layers[0].mlp.down_proj) is nn.Linear
     ids = torch.tensor([[1, 5, 9, 30]])
     with torch.inference_mode():
         assert torch.equal(quantized(ids).logits, reloaded(ids).logits)
+
+
+def test_keep_full_precision_patterns_are_checked(tmp_path, tiny_bert):
+    from tunelab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a regular expression"):
+        load_config(train_config(tmp_path, tiny_bert), ["quantize.keep_full_precision=['layer[']"])
 
 
 def test_unknown_method_lists_every_method_and_where_it_runs():
@@ -208,6 +219,10 @@ def test_quantize_cli_writes_variants_predicts_and_reuses(tmp_path, tiny_bert, r
     assert code == 0, err
     assert len(out.strip().splitlines()) == 2 and all(line.split("\t")[0] in ("alpha", "beta", "gamma")
                                                       for line in out.strip().splitlines())
+    code, out, err = run_cli("evaluate", run_dir, "--variant", "dynamic-int8")
+    assert code == 0, err
+    report = json.loads((run_dir / "quantized" / "dynamic-int8" / "eval.json").read_text())
+    assert report["tuned"].endswith("(dynamic-int8)") and not (run_dir / "eval.json").exists()
     code, out, _ = run_cli("quantize", run_dir, "--method", "dynamic-int8")
     assert "already in" in out
     code, out, _ = run_cli("quantize", run_dir, "--method", "dynamic-int8", "quantize.per_channel=false")
@@ -251,6 +266,12 @@ def test_compare_measures_every_variant_against_fp32(tmp_path, tiny_bert, run_cl
     assert rows["adapter"]["output_distance"] < 1e-4  # merging a LoRA adapter is exact up to rounding
     assert rows["nf4"]["disk_mb"] < rows["int8"]["disk_mb"] < rows["merged"]["disk_mb"]
     assert "dynamic-int8" in out and (run_dir / "quantization.md").read_text().count("|") > 20
+    code, _, err = run_cli("report", run_dir, "--out", tmp_path / "report.html")
+    html = (tmp_path / "report.html").read_text()
+    parsed = Collector()
+    parsed.feed(html)
+    assert code == 0 and "Quantized variants against fp32" in html and parsed.external == []
+    assert f"{rows['nf4']['latency_ms']['8']:.4g}" in html
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ int8 weights and loads the rest, so the reloaded model computes bit-identical ou
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,15 +59,17 @@ def _dynamic_linear_class():
     return Linear
 
 
-def quantize(model: nn.Module, skip: list[str], per_channel: bool = True) -> nn.Module:
-    """Quantize every Linear (and GPT-2 Conv1D) layer of ``model`` in place, except modules named in ``skip``."""
+def quantize(model: nn.Module, skip: list[str], per_channel: bool = True, keep: list[str] = ()) -> nn.Module:
+    """Quantize every Linear (and GPT-2 Conv1D) layer of ``model`` in place, except modules named in
+    ``skip`` (the task heads) and those whose full name matches a regular expression in ``keep``."""
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
     _dynamic_linear_class()
     conv1d_to_linear(model)
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
     names = {name: qconfig for name, module in model.named_modules()
-             if isinstance(module, nn.Linear) and name.split(".")[-1] not in skip}
+             if isinstance(module, nn.Linear) and name.split(".")[-1] not in skip
+             and not any(re.search(pattern, name) for pattern in keep)}
     with _quiet():
         return quantize_dynamic(model.eval(), names, dtype=torch.qint8, inplace=True)
 

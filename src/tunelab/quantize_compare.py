@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from tunelab.config.schema import TunelabConfig
-from tunelab.modeling import cpu_description
+from tunelab.modeling import cpu_count, cpu_description
 from tunelab.runs import read_json, versions, write_json
 from tunelab.tables import markdown_table, text_table
 
@@ -51,7 +51,7 @@ def compare(run_dir: Path, cfg: TunelabConfig, methods: list[str], split: str | 
     for row in rows:
         row.pop("probabilities", None), row.pop("example_nll", None), row.pop("completions", None)
     report = {"run": str(run_dir), "task": cfg.task, "split": split, "reference": reference,
-              "machine": cpu_description(), "threads": cfg.train.threads or "all usable cores",
+              "machine": cpu_description(), "threads": cfg.train.threads or cpu_count(),
               "timing": {"warmup": cfg.quantize.timing_warmup, "repeats": cfg.quantize.timing_repeats,
                          "statistic": "median"},
               "versions": versions(), "rows": rows}
@@ -122,7 +122,8 @@ def summary_text(report: dict) -> str:
 def markdown_report(report: dict) -> str:
     rows = [r for r in report["rows"] if "error" not in r]
     distance = next((r["output_distance_unit"] for r in rows if "output_distance_unit" in r), "")
-    notes = [f"Measured on {report['machine']} ({report['threads']} threads), {report['task']} on the "
+    threads = f"{report['threads']} threads" if isinstance(report["threads"], int) else report["threads"]
+    notes = [f"Measured on {report['machine']} ({threads}), {report['task']} on the "
              f"{report['split']} split, each variant in its own process. Latency: median of "
              f"{report['timing']['repeats']} timed calls after {report['timing']['warmup']} warm-up calls. "
              f"Change, agreement and output distance are against `{report['reference']}` (fp32); "

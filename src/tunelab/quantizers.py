@@ -130,7 +130,8 @@ def _dynamic(job: Job) -> nn.Module:
     from tunelab import dynamic_int8
 
     model = load_base_model(job.cfg, job.labels, Device(CPU, False, CPU), location=str(job.source))
-    return dynamic_int8.quantize(model, HEAD_MODULES, per_channel=job.cfg.quantize.per_channel)
+    q = job.cfg.quantize
+    return dynamic_int8.quantize(model, HEAD_MODULES, per_channel=q.per_channel, keep=q.keep_full_precision)
 
 
 def _dynamic_save(model: nn.Module, folder: Path) -> None:
@@ -157,7 +158,8 @@ QUANTIZERS: dict[str, Quantizer] = {
                       ("gptqmodel", "gptq")),
     "dynamic-int8": Quantizer("PyTorch dynamic int8 Linear layers (fbgemm/onednn kernels); CPU only",
                               (CPU,), _dynamic, _dynamic_save, _dynamic_load,
-                              lambda cfg: {"per_channel": cfg.quantize.per_channel}, False),
+                              lambda cfg: {"per_channel": cfg.quantize.per_channel,
+                                           "keep_full_precision": cfg.quantize.keep_full_precision}, False),
 }
 
 assert tuple(QUANTIZERS) == QUANTIZE_METHODS, "the config schema and the registry must list the same methods"

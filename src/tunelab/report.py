@@ -32,7 +32,8 @@ def load_source(path: Path) -> dict:
     if (path / "config.yaml").exists() and (path / "metrics.json").exists():
         return {"kind": "run", "path": path, "metrics": read_json(path / "metrics.json"),
                 "eval": read_json(path / "eval.json") if (path / "eval.json").exists() else None,
-                "log": _jsonl(path / "train_log.jsonl"), "predictions": _jsonl(path / "predictions.jsonl")[:20]}
+                "log": _jsonl(path / "train_log.jsonl"), "predictions": _jsonl(path / "predictions.jsonl")[:20],
+                "quantization": read_json(path / "quantization.json") if (path / "quantization.json").exists() else None}
     raise TunelabError(f"{path}: not a finished run, bake-off or sweep folder (no metrics.json, bakeoff.json "
                        "or sweep.json)")
 
@@ -76,7 +77,22 @@ def run_section(source: dict) -> str:
         parts.append(confusion_html(report["confusion_matrix"]))
     if source["predictions"]:
         parts.append(examples_html(source["predictions"]))
+    if source.get("quantization"):
+        parts.append(quantization_html(source["quantization"]))
     return "".join(parts)
+
+
+def quantization_html(report: dict) -> str:
+    from tunelab.quantize_compare import COLUMNS, markdown_report, table_cells
+
+    rows = [r for r in report["rows"] if "error" not in r]
+    notes = markdown_report(report).split("\n\n")[1:-1]  # the paragraphs between the title and the table
+    charts = [bar_chart("latency at batch 8 (ms, median)", [(r["variant"], r["latency_ms"]["8"], None) for r in rows]),
+              bar_chart("weights in memory (MiB)", [(r["variant"], r["weights_mb"], None) for r in rows])]
+    return ("<h3>Quantized variants against fp32 (tunelab quantize --compare)</h3>"
+            + "".join(f"<p>{escape(n).replace('`', '')}</p>" for n in notes)
+            + html_table(COLUMNS, [table_cells(r) for r in report["rows"]])
+            + f'<div class="charts">{"".join(charts)}</div>')
 
 
 def confusion_html(confusion: dict) -> str:
@@ -137,6 +153,10 @@ def render_markdown(sources: list[dict]) -> str:
                 parts.append(markdown_table(["metric", "base", "tuned", "delta", "95% CI of delta"],
                                             [[k, r["base"], r["tuned"], r["delta"], f"[{r['ci95'][0]:+.4g}, "
                                               f"{r['ci95'][1]:+.4g}]"] for k, r in e["metrics"].items()]))
+            if s.get("quantization"):
+                from tunelab.quantize_compare import markdown_report
+
+                parts.append("#" + markdown_report(s["quantization"]))
         elif s["kind"] == "bakeoff":
             from tunelab.bakeoff import markdown_report
 

@@ -135,10 +135,25 @@ class QuantizeSection(Section):
     """GPTQ group size: weights sharing one scale (-1: one group per output row). Must divide the layer widths."""
     per_channel: bool = True
     """dynamic-int8: one scale per output channel (more accurate) instead of one per layer."""
+    keep_full_precision: list[str] = []
+    """dynamic-int8: regular expressions; Linear layers whose full name matches one stay fp32 (e.g.
+    `layer\\.\\d+\\.output\\.dense` keeps BERT's feed-forward output layers, whose inputs have outliers)."""
     timing_repeats: int = Field(10, ge=1)
     """`--compare`: timed runs per latency measurement (the median is reported)."""
     timing_warmup: int = Field(2, ge=0)
     """`--compare`: untimed runs before timing starts."""
+
+    @field_validator("keep_full_precision")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        import re
+
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"{pattern!r} is not a regular expression ({err})") from None
+        return value
 
     @field_validator("group_size")
     @classmethod
