@@ -44,7 +44,8 @@ def run(run_dir: str | Path, split: str | None = None, max_examples: int | None 
                            "max_new_tokens": cfg.eval.max_new_tokens},
               **result}
     predictions = report.pop("predictions")
-    out = loaded.run_dir if variant in (None, "adapter") else variant_folder(loaded.run_dir, variant)
+    folder = variant_folder(loaded.run_dir, variant)
+    out = loaded.run_dir if folder.name in ("model", "adapter") else folder
     with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions)
     write_json(out / "eval.json", report)

@@ -64,10 +64,11 @@ def load_run(run_dir: str | Path, variant: str | None = None, full_precision_bas
 
 def variant_folder(run_dir: Path, variant: str | None) -> Path:
     """Where a variant's weights live (for sizes and reports)."""
+    full_model = (run_dir / "model").exists()  # full and freeze runs: model/ is already full precision
     if variant in (None, "adapter"):
-        return run_dir / ("model" if (run_dir / "model").exists() else "adapter")
+        return run_dir / ("model" if full_model else "adapter")
     if variant == "merged":
-        return run_dir / "merged"
+        return run_dir / ("model" if full_model else "merged")
     return run_dir / "quantized" / variant
 
 
@@ -90,8 +91,6 @@ def load_variant(run_dir: Path, cfg: TunelabConfig, labels: list[str] | None, va
         bits = None if full_precision_base else BASE_BITS.get(cfg.method.name)
         return PeftModel.from_pretrained(load_base_model(cfg, labels, device, bits=bits), folder)
     if variant == "merged":
-        if (run_dir / "model").exists():
-            return load_base_model(cfg, labels, device, location=str(run_dir / "model"))
         if not folder.exists():
             raise RunFolderError(f"{run_dir}: no merged/ folder; write it with tunelab merge {run_dir}")
         return load_base_model(cfg, labels, device, location=str(folder))
