@@ -166,7 +166,9 @@ def test_gptq_refuses_gpt2_and_bad_group_sizes_before_starting(tmp_path, tiny_ll
         check_gptq_model(cfg, gpt2, 128)
     with pytest.raises(TunelabError, match="does not divide the layer widths"):
         check_gptq_model(cfg, tiny_llama, 128)  # hidden 32
-    assert check_gptq_model(cfg, tiny_llama, 16) == "model.layers"
+    with pytest.raises(TunelabError, match="cannot run on a CPU with 4-bit GPTQ"):
+        check_gptq_model(cfg, tiny_llama, 16)  # divides, but the CPU int4 kernel takes 32..256
+    assert check_gptq_model(cfg, tiny_llama, 32) == "model.layers"
 
 
 def test_gptq_worker_pool_is_sized_for_small_machines(monkeypatch):
@@ -264,7 +266,10 @@ def test_compare_measures_every_variant_against_fp32(tmp_path, tiny_bert, run_cl
         assert row["latency_ms"]["1"] > 0 and row["latency_ms"]["8"] > 0 and 0 <= row["agreement"] <= 1
     assert rows["merged"]["agreement"] == 1 and rows["merged"]["output_distance"] == 0
     assert rows["adapter"]["output_distance"] < 1e-4  # merging a LoRA adapter is exact up to rounding
-    assert rows["nf4"]["disk_mb"] < rows["int8"]["disk_mb"] < rows["merged"]["disk_mb"]
+    # Layers this small carry per-layer quantization constants that blur nf4 vs int8 (the MiniLM
+    # test checks those ratios); both still shrink, as does the folder (mostly the fp32 embeddings).
+    for method in ("int8", "nf4", "dynamic-int8"):
+        assert rows[method]["block_weights_ratio"] < 0.5 and rows[method]["disk_mb"] < rows["merged"]["disk_mb"]
     assert "dynamic-int8" in out and (run_dir / "quantization.md").read_text().count("|") > 20
     code, _, err = run_cli("report", run_dir, "--out", tmp_path / "report.html")
     html = (tmp_path / "report.html").read_text()
@@ -296,12 +301,12 @@ def test_gptq_on_a_tiny_llama_run(tmp_path, tiny_llama, run_cli):
     cfg = load_config(train_config(tmp_path, tiny_llama, task="causal_lm", method={"name": "full"},
                                    train={"max_steps": 4}))
     run_dir = train.run(cfg)
-    code, out, err = run_cli("quantize", run_dir, "--method", "gptq", "--compare", "quantize.group_size=16",
+    code, out, err = run_cli("quantize", run_dir, "--method", "gptq", "--compare", "quantize.group_size=32",
                              "quantize.calibration_samples=8", "quantize.timing_repeats=2")
     assert code == 0, err
     folder = run_dir / "quantized" / "gptq"
     config = json.loads((folder / "config.json").read_text())["quantization_config"]
-    assert config["quant_method"] == "gptq" and config["bits"] == 4 and config["group_size"] == 16
+    assert config["quant_method"] == "gptq" and config["bits"] == 4 and config["group_size"] == 32
     assert not config.get("dataset"), "the calibration texts (training data) must not be saved"
     rows = {r["variant"]: r for r in json.loads((run_dir / "quantization.json").read_text())["rows"]}
     assert "error" not in rows["gptq"] and rows["gptq"]["block_weights_ratio"] < 0.35

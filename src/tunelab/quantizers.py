@@ -85,7 +85,7 @@ def _gptq(job: Job) -> nn.Module:
     from transformers import AutoTokenizer, GPTQConfig
 
     q = job.cfg.quantize
-    block = check_gptq_model(job.cfg, job.source, q.group_size)
+    block = check_gptq_model(job.cfg, job.source, q.group_size, q.bits)
     config = GPTQConfig(bits=q.bits, group_size=q.group_size, dataset=job.calibration_texts(),
                         tokenizer=AutoTokenizer.from_pretrained(job.tokenizer_dir), block_name_to_quantize=block)
     logging.getLogger("optimum").setLevel(logging.WARNING)  # one INFO line per layer otherwise
@@ -100,8 +100,19 @@ def _gptq(job: Job) -> nn.Module:
     return model
 
 
-def check_gptq_model(cfg: TunelabConfig, source: Path, group_size: int) -> str:
-    """Refuse models GPTQ cannot round-trip before spending minutes; return the blocks' module path."""
+# gptqmodel's CPU kernel for 4-bit weights (torch's _weight_int4pack_mm) takes only these group sizes.
+CPU_INT4_GROUP_SIZES = (32, 64, 128, 256)
+
+
+def check_gptq_model(cfg: TunelabConfig, source: Path, group_size: int, bits: int = 4) -> str:
+    """Refuse settings and models GPTQ cannot round-trip before spending minutes; return the blocks' path.
+
+    The quantized model must also run on a CPU (where --compare measures it), so 4-bit needs a
+    group size the CPU kernel supports.
+    """
+    if bits == 4 and group_size not in CPU_INT4_GROUP_SIZES:
+        raise TunelabError(f"quantize.group_size: {group_size} cannot run on a CPU with 4-bit GPTQ (its kernel takes "
+                           f"{', '.join(map(str, CPU_INT4_GROUP_SIZES))}); use one of those")
     import torch
     from transformers import AutoConfig
     from transformers.pytorch_utils import Conv1D

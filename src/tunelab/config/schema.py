@@ -132,7 +132,8 @@ class QuantizeSection(Section):
     bits: Literal[2, 3, 4, 8] = 4
     """Bits per weight for GPTQ (the CPU kernel is fastest at 4)."""
     group_size: int = Field(128, ge=-1)
-    """GPTQ group size: weights sharing one scale (-1: one group per output row). Must divide the layer widths."""
+    """GPTQ group size: weights sharing one scale. Must divide the layer widths; 4-bit on a CPU takes 32, 64, 128
+    or 256 (-1, one group per row, only for other bit widths)."""
     per_channel: bool = True
     """dynamic-int8: one scale per output channel (more accurate) instead of one per layer."""
     keep_full_precision: list[str] = []
