@@ -157,6 +157,19 @@ def test_missing_extra_names_the_pip_command(monkeypatch):
         check_methods(["gptq"], "cpu")
 
 
+def test_default_methods_skip_what_is_not_installed(tmp_path, tiny_bert, monkeypatch):
+    from tunelab import quantize
+
+    run_dir = train.run(load_config(train_config(tmp_path, tiny_bert, train={"max_steps": 1})))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    said = []
+    written = quantize.run(run_dir, echo=said.append)  # quantize.methods: int8, nf4, dynamic-int8
+    assert list(written) == ["dynamic-int8"]
+    assert "skipping int8: it needs pip install 'tunelab[quant]'" in said
+
+
 def test_gptq_refuses_gpt2_and_bad_group_sizes_before_starting(tmp_path, tiny_llama):
     from tunelab.tiny import make_tiny_model
 

@@ -182,6 +182,12 @@ def methods_help() -> str:
     return ", ".join(f"{name} ({where[q.devices]})" for name, q in QUANTIZERS.items())
 
 
+def missing_extra(name: str) -> str | None:
+    """The pip extra a method still needs on this machine, or None when it can run."""
+    requires = QUANTIZERS[name].requires
+    return requires[1] if requires and importlib.util.find_spec(requires[0]) is None else None
+
+
 def check_methods(methods: list[str], device: str) -> None:
     """Refuse unknown methods, methods that cannot run on ``device`` and missing extras, all at once."""
     problems = []
@@ -192,9 +198,9 @@ def check_methods(methods: list[str], device: str) -> None:
         elif device not in quantizer.devices:
             runs_on = "a CPU" if quantizer.devices == (CPU,) else "a CUDA GPU"
             problems.append(f"--method {name}: runs only on {runs_on}, not with --device {device}")
-        elif quantizer.requires and importlib.util.find_spec(quantizer.requires[0]) is None:
-            module, extra = quantizer.requires
-            problems.append(f"--method {name}: needs {module}; install it with pip install 'tunelab[{extra}]'")
+        elif missing_extra(name):
+            problems.append(f"--method {name}: needs {quantizer.requires[0]}; install it with "
+                            f"pip install 'tunelab[{missing_extra(name)}]'")
     if not methods:
         problems.append(f"--method: give at least one method; valid: {methods_help()}")
     if problems:
