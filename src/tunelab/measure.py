@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from tunelab.errors import TunelabError
 from tunelab.inference import LoadedRun, class_probabilities, generate, load_run
 from tunelab.runs import write_json
 
@@ -36,6 +37,8 @@ def measure(run_dir: str | Path, variant: str | None, split: str, max_examples: 
     load_seconds = time.perf_counter() - start
     set_threads(loaded.cfg)
     examples = read_split(loaded.run_dir, split)[: max_examples or loaded.cfg.eval.max_examples or None]
+    if not examples:
+        raise TunelabError(f"{loaded.run_dir}: split '{split}' has no examples to measure")
     task = classification if loaded.labels is not None else causal
     result = {"load_seconds": round(load_seconds, 2),
               **{key.replace("_bytes", "_mb"): round(value / 2**20, 3)
