@@ -188,6 +188,39 @@ def _quantize(args: argparse.Namespace) -> None:
         print(f"wrote {run_dir}/quantization.json and quantization.md")
 
 
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    from tunelab.serve import ServeSettings
+
+    defaults = ServeSettings()
+    _run_argument(parser)
+    _variant_argument(parser)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1, this machine only; 0.0.0.0 opens it to the network)")
+    parser.add_argument("--port", type=positive_int, default=8000, help="port (default 8000)")
+    parser.add_argument("--api-key", default=os.environ.get("TUNELAB_API_KEY"),
+                        help="require 'Authorization: Bearer KEY' on every route but /health "
+                             "(default: $TUNELAB_API_KEY; none when unset)")
+    parser.add_argument("--max-batch-size", type=positive_int, default=defaults.max_batch_size,
+                        help=f"concurrent requests sharing one forward pass (default {defaults.max_batch_size}; "
+                             "1 turns micro-batching off)")
+    parser.add_argument("--max-wait-ms", type=non_negative_float, default=defaults.max_wait_ms,
+                        help=f"how long a batch waits for more requests (default {defaults.max_wait_ms:g} ms)")
+    parser.add_argument("--max-tokens-cap", type=positive_int, default=defaults.max_tokens_cap,
+                        help=f"largest max_tokens a request may ask for (default {defaults.max_tokens_cap})")
+    parser.add_argument("--max-inputs", type=positive_int, default=defaults.max_inputs,
+                        help=f"texts per /v1/classify call (default {defaults.max_inputs})")
+    parser.add_argument("--timeout", type=positive_int, default=int(defaults.timeout_s),
+                        help=f"seconds before a request is cut with 504 (default {defaults.timeout_s:g})")
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from tunelab import serve
+
+    settings = serve.ServeSettings(args.max_batch_size, args.max_wait_ms, args.max_tokens_cap, args.max_inputs,
+                                   float(args.timeout), args.api_key)
+    serve.run(args.run, args.variant, args.host, args.port, settings)
+
+
 def _bakeoff_arguments(parser: argparse.ArgumentParser) -> None:
     _config_arguments(parser)
     parser.add_argument("--methods", required=True, help="comma-separated methods, e.g. full,lora,dora,qlora")
@@ -335,6 +368,13 @@ COMMANDS: dict[str, Command] = {
                         "process and writes RUN/quantization.json and quantization.md. Methods: int8 "
                         "(bitsandbytes LLM.int8), nf4 (bitsandbytes 4-bit NF4), gptq (GPTQ calibrated on the "
                         "run's training data), dynamic-int8 (PyTorch int8 kernels, the fast one on CPUs)."),
+    "serve": Command("serve a run over HTTP: OpenAI-compatible completions and chat, or /v1/classify",
+                     _serve_arguments, _serve,
+                     "FastAPI + uvicorn on 127.0.0.1 by default. Causal-LM runs: /v1/completions, "
+                     "/v1/chat/completions (stream: true for server-sent events), /v1/models, so the official "
+                     "openai client works against it (base_url http://127.0.0.1:8000/v1). Classification runs: "
+                     "/v1/classify with {\"input\": \"text\"} or {\"input\": [\"text\", ...]}. /health for "
+                     "both. Concurrent requests are micro-batched. Needs pip install 'tunelab[serve]'."),
     "predict": Command("classify texts or complete prompts with a finished run", _predict_arguments, _predict),
     "merge": Command("fold a run's adapter into the base: RUN/merged/, loadable with from_pretrained",
                      _merge_arguments, _merge),

@@ -1,0 +1,161 @@
+"""The HTTP server: OpenAI clients work against it, bad requests get 4xx, batching changes nothing."""
+
+import asyncio
+import json
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from conftest import train_config
+from tunelab import train
+from tunelab.config import load_config
+from tunelab.inference import classify, generate, load_run
+from tunelab.serve import ServeSettings, create_app
+
+
+class Server:
+    """A real uvicorn server on a free loopback port, in a thread; stopped by ``stop``."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            assert time.time() < deadline, "server did not start"
+            time.sleep(0.05)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def causal_run(tmp_path_factory, tiny_llama):
+    folder = tmp_path_factory.mktemp("causal")
+    return load_run(train.run(load_config(train_config(folder, tiny_llama, task="causal_lm",
+                                                       train={"max_steps": 2}))))
+
+
+@pytest.fixture(scope="module")
+def classifier_run(tmp_path_factory, tiny_bert):
+    folder = tmp_path_factory.mktemp("classifier")
+    return load_run(train.run(load_config(train_config(folder, tiny_bert, train={"max_steps": 2}))))
+
+
+@pytest.fixture(scope="module")
+def causal_server(causal_run):
+    server = Server(create_app(causal_run, ServeSettings(max_tokens_cap=32, api_key="sekret"), "tiny"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def classifier_server(classifier_run):
+    server = Server(create_app(classifier_run, ServeSettings(max_inputs=4, max_wait_ms=20), "intents"))
+    yield server
+    server.stop()
+
+
+def test_openai_client_completion_chat_stream_and_models(causal_server, causal_run):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=causal_server.url + "/v1", api_key="sekret")
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    completion = client.completions.create(model="tiny", prompt="Say alpha.", max_tokens=5)
+    expected = generate(causal_run, ["Say alpha."], 5)[0]
+    assert completion.choices[0].text == expected and completion.usage.completion_tokens <= 5
+    chat = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Say beta."}],
+                                          max_tokens=6)
+    assert chat.choices[0].message.content == generate(causal_run, [[{"role": "user", "content": "Say beta."}]], 6)[0]
+    assert chat.choices[0].finish_reason in ("stop", "length")
+    stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Say beta."}],
+                                            max_tokens=6, stream=True)
+    pieces = [c.choices[0].delta.content or "" for c in stream]
+    assert "".join(pieces).strip() == chat.choices[0].message.content
+
+
+def test_api_key_is_required_except_for_health(causal_server):
+    assert httpx.get(causal_server.url + "/health").status_code == 200
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        response = httpx.get(causal_server.url + "/v1/models", headers=headers)
+        assert response.status_code == 401 and response.json()["error"]["type"] == "authentication_error"
+
+
+@pytest.mark.parametrize("body, param", [
+    ('{"prompt": "hi", "max_tokens": 5', None),                          # malformed JSON
+    ({"prompt": 5, "max_tokens": 5}, "prompt"),                            # wrong type
+    ({"prompt": "   ", "max_tokens": 5}, "prompt"),                        # empty
+    ({"prompt": "hi", "max_tokens": 1000}, "max_tokens"),                  # above the cap
+    ({"prompt": "hi", "temperature": 3}, "temperature"),                  # out of range
+    ({"prompt": "word " * 400, "max_tokens": 30}, "prompt"),               # longer than the context
+    ({"max_tokens": 5}, "prompt"),                                         # missing
+])
+def test_bad_completion_requests_get_400_in_openai_shape(causal_server, body, param):
+    headers = {"Authorization": "Bearer sekret", "Content-Type": "application/json"}
+    content = body if isinstance(body, str) else json.dumps(body)
+    response = httpx.post(causal_server.url + "/v1/completions", content=content, headers=headers)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"]
+    if param:
+        assert error["param"] == param
+
+
+def test_classify_one_and_many_and_bad_inputs(classifier_server, classifier_run):
+    one = httpx.post(classifier_server.url + "/v1/classify", json={"input": "alpha item 3"}).json()
+    assert one["data"][0]["label"] == classify(classifier_run, ["alpha item 3"])[0]["label"]
+    texts = ["alpha item 1", "beta item 2", "gamma item 3"]
+    many = httpx.post(classifier_server.url + "/v1/classify", json={"input": texts}).json()["data"]
+    assert [r["label"] for r in many] == [r["label"] for r in classify(classifier_run, texts)]
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-3 for r in many)
+    for body in ({"input": []}, {"input": ""}, {"input": ["a"] * 5}, {"input": 3}, {"text": "a"}):
+        response = httpx.post(classifier_server.url + "/v1/classify", json=body)
+        assert response.status_code == 400 and response.json()["error"]["param"] == "input", body
+    assert httpx.post(classifier_server.url + "/v1/completions", json={"prompt": "x"}).status_code == 404
+
+
+def test_concurrent_requests_are_batched_and_match_one_by_one(classifier_server, classifier_run):
+    texts = [f"{word} item {i}" for i in range(4) for word in ("alpha", "beta")]
+    expected = [r["probabilities"] for r in classify(classifier_run, texts)]
+
+    async def send_all():
+        async with httpx.AsyncClient(base_url=classifier_server.url) as client:
+            replies = await asyncio.gather(*(client.post("/v1/classify", json={"input": t}) for t in texts))
+        return [r.json()["data"][0]["probabilities"] for r in replies]
+
+    batcher = classifier_server.server.config.app.state.worker.classifier
+    before = len(batcher.batches)
+    got = asyncio.run(send_all())
+    for a, b in zip(got, expected):
+        assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-4 for k in a)
+    sizes = batcher.batches[before:]
+    assert sum(sizes) == len(texts) and max(sizes) > 1, sizes  # 8 requests in fewer forward passes
+
+
+def test_a_request_running_too_long_is_cut_with_504(causal_run):
+    server = Server(create_app(causal_run, ServeSettings(timeout_s=0.001), "tiny"))
+    try:
+        response = httpx.post(server.url + "/v1/completions", json={"prompt": "Say alpha.", "max_tokens": 16})
+        assert response.status_code == 504 and response.json()["error"]["type"] == "timeout_error"
+        assert httpx.get(server.url + "/health").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_serve_cli_binds_loopback_by_default_and_refuses_missing_runs(tmp_path, run_cli):
+    from tunelab.cli import build_parser
+
+    args = build_parser().parse_args(["serve", str(tmp_path)])
+    assert args.host == "127.0.0.1" and args.port == 8000 and args.max_batch_size == 8
+    code, _, err = run_cli("serve", tmp_path / "nope")
+    assert code == 2 and "not a tunelab run folder" in err
