@@ -221,6 +221,18 @@ def _serve(args: argparse.Namespace) -> None:
     serve.run(args.run, args.variant, args.host, args.port, settings)
 
 
+def _app_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="finished run folders the page may show (and only these)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=positive_int, default=7860, help="port (default 7860)")
+
+
+def _app(args: argparse.Namespace) -> None:
+    from tunelab import app
+
+    app.run(args.runs, args.host, args.port)
+
+
 def _bakeoff_arguments(parser: argparse.ArgumentParser) -> None:
     _config_arguments(parser)
     parser.add_argument("--methods", required=True, help="comma-separated methods, e.g. full,lora,dora,qlora")
@@ -375,6 +387,13 @@ COMMANDS: dict[str, Command] = {
                      "openai client works against it (base_url http://127.0.0.1:8000/v1). Classification runs: "
                      "/v1/classify with {\"input\": \"text\"} or {\"input\": [\"text\", ...]}. /health for "
                      "both. Concurrent requests are micro-batched. Needs pip install 'tunelab[serve]'."),
+    "app": Command("a web page to try runs side by side (base, fine-tuned, quantized) and read their metrics",
+                   _app_arguments, _app,
+                   "Serves one self-contained page on 127.0.0.1:7860: type a text and see the base model, the "
+                   "fine-tuned model and each quantized copy answer, with latency; a dashboard with the run's "
+                   "training, evaluation and quantization numbers (run tunelab evaluate and tunelab quantize "
+                   "--compare first to fill it). Only the runs named here can be picked. Needs pip install "
+                   "'tunelab[serve]'."),
     "predict": Command("classify texts or complete prompts with a finished run", _predict_arguments, _predict),
     "merge": Command("fold a run's adapter into the base: RUN/merged/, loadable with from_pretrained",
                      _merge_arguments, _merge),

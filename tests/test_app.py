@@ -1,0 +1,79 @@
+"""The web app: the API behind the page, its limits, and the page itself in a real headless Chromium."""
+
+import json
+import shutil
+
+import httpx
+import pytest
+
+from conftest import train_config
+from test_serve import Server
+from tunelab import evaluate, quantize, train
+from tunelab.app import create_app, open_runs
+from tunelab.config import load_config
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory, tiny_bert):
+    folder = tmp_path_factory.mktemp("app")
+    run_dir = train.run(load_config(train_config(folder, tiny_bert, eval={"bootstrap_samples": 100})))
+    evaluate.run(run_dir)
+    quantize.run(run_dir, ["dynamic-int8"])
+    server = Server(create_app(open_runs([str(run_dir)])))
+    yield server, run_dir
+    server.stop()
+
+
+def test_try_answers_with_every_model_and_latency(app_server):
+    server, run_dir = app_server
+    runs = httpx.get(server.url + "/api/runs").json()
+    assert runs == [{"index": 0, "name": run_dir.name, "task": "classification",
+                     "models": ["base", "fine-tuned", "dynamic-int8"]}]
+    outputs = httpx.post(server.url + "/api/try", json={"run": 0, "text": "alpha item 3"}, timeout=120).json()["outputs"]
+    assert [o["model"] for o in outputs] == ["base", "fine-tuned", "dynamic-int8"]
+    for o in outputs:
+        label = o["output"].split(" ")[0]
+        assert label in ("alpha", "beta", "gamma") and o["latency_ms"] > 0
+
+
+def test_only_the_runs_given_can_be_reached(app_server):
+    server, _ = app_server
+    for path in ("/dashboard/1", "/dashboard/-1", "/dashboard/..%2F..%2Fetc%2Fpasswd", "/dashboard/../../etc/passwd"):
+        assert httpx.get(server.url + path).status_code in (404, 422), path
+    assert httpx.post(server.url + "/api/try", json={"run": 3, "text": "x"}).status_code == 404
+    assert httpx.post(server.url + "/api/try", json={"run": "/etc/passwd", "text": "x"}).status_code == 422
+    assert httpx.post(server.url + "/api/try", json={"run": 0, "text": "   "}).status_code == 400
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (apt-get install chromium)")
+def test_the_page_in_headless_chromium(app_server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    server, run_dir = app_server
+    accuracy = json.loads((run_dir / "eval.json").read_text())["metrics"]["accuracy"]["tuned"]
+    outside = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                          "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page()
+        page.on("request", lambda r: None if r.url.startswith(server.url) else outside.append(r.url))
+        page.goto(server.url)
+        page.wait_for_selector("#run option", state="attached")
+        page.fill("#text", "beta item 7")
+        page.click("#go")
+        page.wait_for_function("() => document.querySelector('#status').textContent === 'done'", timeout=120_000)
+        tuned = page.text_content('tr[data-model="fine-tuned"] .output')
+        base = page.text_content('tr[data-model="base"] .output')
+        assert tuned.split(" ")[0] in ("alpha", "beta", "gamma") and base.split(" ")[0] in ("alpha", "beta", "gamma")
+        assert page.text_content('tr[data-model="dynamic-int8"] .latency')
+        page.click("#tab-dashboard")
+        page.wait_for_selector("#dashboard table")
+        assert f"{accuracy:.4g}" in page.text_content("#dashboard")
+        page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+        browser.close()
+    assert (tmp_path / "app.png").stat().st_size > 10_000
+    assert outside == [], outside
