@@ -111,6 +111,19 @@ def test_bad_completion_requests_get_400_in_openai_shape(causal_server, body, pa
         assert error["param"] == param
 
 
+@pytest.mark.parametrize("body, param", [
+    ({"messages": []}, "messages"),
+    ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages"),
+    ({"messages": [{"role": "user"}]}, "messages"),
+    ({"messages": [{"role": "user", "content": "word " * 400}], "stream": True, "max_tokens": 30}, "messages"),
+    ({"messages": [{"role": "user", "content": "hi"}], "top_p": 0}, "top_p"),
+])
+def test_bad_chat_requests_get_400_before_any_stream(causal_server, body, param):
+    response = httpx.post(causal_server.url + "/v1/chat/completions", json=body,
+                          headers={"Authorization": "Bearer sekret"})
+    assert response.status_code == 400 and response.json()["error"]["param"] == param, response.text
+
+
 def test_classify_one_and_many_and_bad_inputs(classifier_server, classifier_run):
     one = httpx.post(classifier_server.url + "/v1/classify", json={"input": "alpha item 3"}).json()
     assert one["data"][0]["label"] == classify(classifier_run, ["alpha item 3"])[0]["label"]
@@ -159,3 +172,19 @@ def test_serve_cli_binds_loopback_by_default_and_refuses_missing_runs(tmp_path, 
     assert args.host == "127.0.0.1" and args.port == 8000 and args.max_batch_size == 8
     code, _, err = run_cli("serve", tmp_path / "nope")
     assert code == 2 and "not a tunelab run folder" in err
+
+
+@pytest.mark.slow
+def test_classify_with_the_real_minilm(tmp_path):
+    run_dir = train.run(load_config(train_config(tmp_path, "builtin:minilm", train={"max_steps": 3})))
+    loaded = load_run(run_dir)
+    server = Server(create_app(loaded, ServeSettings(), "minilm"))
+    try:
+        texts = ["alpha item 1", "beta item 2", "gamma item 3"]
+        one = httpx.post(server.url + "/v1/classify", json={"input": texts[0]}).json()["data"]
+        many = httpx.post(server.url + "/v1/classify", json={"input": texts}).json()["data"]
+        expected = classify(loaded, texts)
+        assert one[0]["label"] == expected[0]["label"]
+        assert [r["label"] for r in many] == [r["label"] for r in expected] and len(many[0]["probabilities"]) == 3
+    finally:
+        server.stop()
