@@ -38,6 +38,26 @@ def test_try_answers_with_every_model_and_latency(app_server):
         assert label in ("alpha", "beta", "gamma") and o["latency_ms"] > 0
 
 
+def test_bakeoff_folders_get_a_dashboard_but_nothing_to_try(tmp_path, app_server):
+    _, run_dir = app_server
+    bake = tmp_path / "bake"
+    bake.mkdir()
+    (bake / "bakeoff.json").write_text(json.dumps({
+        "config": "c.yaml", "task": "classification", "split": "test", "seed": 0, "machine": "cpu",
+        "rows": [{"method": "lora", "learning_rate": 0.001, "trainable_params": 10, "trainable_percent": 1.0,
+                  "peak_rss_mb": 500.0, "train_seconds": 12.5, "train_samples_per_second": 3.0,
+                  "artifact_size_mb": 1.0, "eval_loss": 0.1, "metric": "accuracy", "tuned": 0.9,
+                  "tuned_ci95": [0.8, 0.95], "base": 0.7, "delta": 0.2, "delta_ci95": [0.1, 0.3]}]}))
+    server = Server(create_app(open_runs([str(run_dir), str(bake)])))
+    try:
+        runs = httpx.get(server.url + "/api/runs").json()
+        assert runs[1] == {"index": 1, "name": "bake", "task": "bakeoff", "models": []}
+        assert "12.5" in httpx.get(server.url + "/dashboard/1").text
+        assert httpx.post(server.url + "/api/try", json={"run": 1, "text": "x"}).status_code == 400
+    finally:
+        server.stop()
+
+
 def test_only_the_runs_given_can_be_reached(app_server):
     server, _ = app_server
     for path in ("/dashboard/1", "/dashboard/-1", "/dashboard/..%2F..%2Fetc%2Fpasswd", "/dashboard/../../etc/passwd"):

@@ -15,12 +15,14 @@ construction loads nothing from outside this machine (inline CSS, JS and SVG; no
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at runtime.
 import threading
+from html import escape
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tunelab.config.schema import TASKS
 from tunelab.errors import TunelabError
 
 MAX_NEW_TOKENS = 32
@@ -111,12 +113,16 @@ def base_predictor(loaded):
 
 
 def open_runs(paths: list[str]) -> list[RunModels]:
-    """The runs the app may show; each must be a finished run folder."""
+    """The folders the app may show: finished runs, and bake-off or sweep folders (dashboard only)."""
     from tunelab.inference import open_run
     from tunelab.quantize import INFO_FILE
 
     runs = []
     for given in paths:
+        comparison = next((kind for kind in ("bakeoff", "sweep") if (Path(given) / f"{kind}.json").exists()), None)
+        if comparison:
+            runs.append(RunModels(Path(given), Path(given).name, comparison, variants=[]))
+            continue
         run_dir, cfg = open_run(given)
         quantized = run_dir / "quantized"
         variants = sorted(p.name for p in quantized.iterdir() if (p / INFO_FILE).exists()) if quantized.exists() else []
@@ -128,7 +134,7 @@ def create_app(runs: list[RunModels]):
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import HTMLResponse
 
-    from tunelab.report import load_source, run_section
+    from tunelab.report import SECTIONS, load_source
 
     app = FastAPI(title="tunelab app", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -143,21 +149,26 @@ def create_app(runs: list[RunModels]):
 
     @app.get("/api/runs")
     def list_runs():
-        return [{"index": i, "name": r.name, "task": r.task, "models": ["base", "fine-tuned"] + r.variants}
+        return [{"index": i, "name": r.name, "task": r.task,
+                 "models": ["base", "fine-tuned"] + r.variants if r.task in TASKS else []}
                 for i, r in enumerate(runs)]
 
     @app.post("/api/try")
     def try_it(body: TryRequest):
+        run = pick(body.run)
         if not body.text.strip():
             raise HTTPException(400, "type some text first")
-        return {"run": body.run, "outputs": pick(body.run).answer(body.text)}
+        if run.task not in TASKS:
+            raise HTTPException(400, f"{run.name} is a {run.task}: it has a dashboard but no model to try")
+        return {"run": body.run, "outputs": run.answer(body.text)}
 
     @app.get("/dashboard/{index}", response_class=HTMLResponse)
     def dashboard(index: int):
         try:
-            return run_section(load_source(pick(index).path))
+            source = load_source(pick(index).path)
         except TunelabError as err:
-            return f"<p>{err}</p>"
+            return f"<p>{escape(str(err))}</p>"
+        return SECTIONS[source["kind"]](source)
 
     return app
 
