@@ -10,39 +10,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
-from typing import Callable
 
 from tunelab import __version__
+from tunelab.cli_args import Command, non_negative_float, positive_int, run_argument, variant_argument
+from tunelab.cli_deploy import DEPLOY_COMMANDS
 from tunelab.errors import TunelabError
 
 MAX_PROBLEMS_SHOWN = 20
 
 OVERRIDES_HELP = ("settings that replace the config's, as section.key=value (e.g. train.epochs=2 lora.r=16); "
                   "values are YAML (null, true, [q_proj, v_proj]). `tunelab config schema` lists every key")
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (argparse turns the error into a usage message, exit 2)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} must be >= 0")
-    return value
-
-
-@dataclass
-class Command:
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    handler: Callable[[argparse.Namespace], int | None]
-    description: str = ""
 
 
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,20 +64,8 @@ def _train(args: argparse.Namespace) -> None:
     print(f"wrote {run_dir}/ (see {run_dir}/README.md)")
 
 
-def _run_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="a finished run folder (output.dir of a trained config)")
-
-
-def _variant_argument(parser: argparse.ArgumentParser) -> None:
-    from tunelab.config.schema import QUANTIZE_METHODS
-
-    parser.add_argument("--variant", choices=("adapter", "merged") + QUANTIZE_METHODS, default=None,
-                        help="which copy of the model to use: the adapter as trained (default), RUN/merged/ "
-                             "(tunelab merge), or RUN/quantized/<method>/ (tunelab quantize)")
-
-
 def _merge_arguments(parser: argparse.ArgumentParser) -> None:
-    _run_argument(parser)
+    run_argument(parser)
     parser.add_argument("--full-precision", action="store_true",
                         help="for qlora/lora-8bit runs: reload the base in fp32 and merge the adapter there")
 
@@ -112,11 +77,11 @@ def _merge(args: argparse.Namespace) -> None:
 
 
 def _predict_arguments(parser: argparse.ArgumentParser) -> None:
-    _run_argument(parser)
+    run_argument(parser)
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify, or prompts to complete")
     parser.add_argument("--input", help="a .jsonl file of inputs: objects with a `text` (or `prompt`) field, or strings")
     parser.add_argument("--output", help="write one JSON result per line here instead of printing")
-    _variant_argument(parser)
+    variant_argument(parser)
     parser.add_argument("--merged", action="store_const", const="merged", dest="variant",
                         help="same as --variant merged")
     parser.add_argument("--max-new-tokens", type=positive_int, default=None,
@@ -136,11 +101,11 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    _run_argument(parser)
+    run_argument(parser)
     parser.add_argument("--split", choices=["train", "validation", "test"], default=None,
                         help="split to measure (default: the run's eval.split, normally test)")
     parser.add_argument("--max-examples", type=positive_int, default=None, help="evaluate only the first N examples")
-    _variant_argument(parser)
+    variant_argument(parser)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -149,88 +114,6 @@ def _evaluate(args: argparse.Namespace) -> None:
     report = evaluate.run(args.run, split=args.split, max_examples=args.max_examples, variant=args.variant)
     print(evaluate.table_text(report))
     print(f"wrote {report['written_to']}/eval.json and predictions.jsonl")
-
-
-def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
-    from tunelab.config.schema import QUANTIZE_METHODS
-
-    _run_argument(parser)
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="quantize.* or quantization.* settings, e.g. quantize.group_size=64 quantize.bits=8")
-    parser.add_argument("--method", help=f"comma-separated methods: {', '.join(QUANTIZE_METHODS)} (default: the "
-                                         "run's quantize.methods, int8,nf4,dynamic-int8). gptq needs "
-                                         "pip install 'tunelab[gptq]'")
-    parser.add_argument("--compare", action="store_true",
-                        help="measure every variant against the fp32 model on the test split (size, memory, "
-                             "latency, throughput, quality, agreement); writes RUN/quantization.json and .md")
-    parser.add_argument("--split", choices=["validation", "test"], default=None,
-                        help="split --compare measures (default: the run's eval.split)")
-    parser.add_argument("--max-examples", type=positive_int, default=None,
-                        help="--compare: score only the first N examples")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="where quantizing runs: cpu (default) or cuda (GPTQ calibrates much faster on a GPU); "
-                             "dynamic-int8 is CPU only. The saved copies load on either; --compare measures on "
-                             "the CPU")
-    parser.add_argument("--force", action="store_true", help="quantize again even if an up-to-date copy exists")
-
-
-def _quantize(args: argparse.Namespace) -> None:
-    from tunelab import quantize, quantize_compare
-    from tunelab.inference import open_run
-
-    methods = [m.strip() for m in args.method.split(",") if m.strip()] if args.method is not None else None
-    written = quantize.run(args.run, methods, args.overrides, args.device, args.force, echo=print)
-    if args.compare:
-        run_dir, cfg = open_run(args.run)
-        report = quantize_compare.compare(run_dir, quantize.with_overrides(cfg, args.overrides), list(written),
-                                          args.split, args.max_examples, echo=print)
-        print(quantize_compare.summary_text(report))
-        print(f"wrote {run_dir}/quantization.json and quantization.md")
-
-
-def _serve_arguments(parser: argparse.ArgumentParser) -> None:
-    from tunelab.serve import ServeSettings
-
-    defaults = ServeSettings()
-    _run_argument(parser)
-    _variant_argument(parser)
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default 127.0.0.1, this machine only; 0.0.0.0 opens it to the network)")
-    parser.add_argument("--port", type=positive_int, default=8000, help="port (default 8000)")
-    parser.add_argument("--api-key", default=os.environ.get("TUNELAB_API_KEY"),
-                        help="require 'Authorization: Bearer KEY' on every route but /health "
-                             "(default: $TUNELAB_API_KEY; none when unset)")
-    parser.add_argument("--max-batch-size", type=positive_int, default=defaults.max_batch_size,
-                        help=f"concurrent requests sharing one forward pass (default {defaults.max_batch_size}; "
-                             "1 turns micro-batching off)")
-    parser.add_argument("--max-wait-ms", type=non_negative_float, default=defaults.max_wait_ms,
-                        help=f"how long a batch waits for more requests (default {defaults.max_wait_ms:g} ms)")
-    parser.add_argument("--max-tokens-cap", type=positive_int, default=defaults.max_tokens_cap,
-                        help=f"largest max_tokens a request may ask for (default {defaults.max_tokens_cap})")
-    parser.add_argument("--max-inputs", type=positive_int, default=defaults.max_inputs,
-                        help=f"texts per /v1/classify call (default {defaults.max_inputs})")
-    parser.add_argument("--timeout", type=positive_int, default=int(defaults.timeout_s),
-                        help=f"seconds before a request is cut with 504 (default {defaults.timeout_s:g})")
-
-
-def _serve(args: argparse.Namespace) -> None:
-    from tunelab import serve
-
-    settings = serve.ServeSettings(args.max_batch_size, args.max_wait_ms, args.max_tokens_cap, args.max_inputs,
-                                   float(args.timeout), args.api_key)
-    serve.run(args.run, args.variant, args.host, args.port, settings)
-
-
-def _app_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="finished run folders the page may show (and only these)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
-    parser.add_argument("--port", type=positive_int, default=7860, help="port (default 7860)")
-
-
-def _app(args: argparse.Namespace) -> None:
-    from tunelab import app
-
-    app.run(args.runs, args.host, args.port)
 
 
 def _bakeoff_arguments(parser: argparse.ArgumentParser) -> None:
@@ -372,28 +255,7 @@ COMMANDS: dict[str, Command] = {
                       _advise_arguments, _advise),
     "report": Command("one self-contained HTML (or Markdown) report of runs, bake-offs and sweeps",
                       _report_arguments, _report),
-    "quantize": Command("deployable 8-bit, 4-bit NF4, GPTQ and CPU int8 copies of a run, measured against fp32",
-                        _quantize_arguments, _quantize,
-                        "Merges the run's adapter into the fp32 base (RUN/merged/), then writes one folder per "
-                        "method under RUN/quantized/ (safetensors; int8, nf4 and gptq also load with plain "
-                        "from_pretrained). With --compare, measures each against the fp32 model in its own "
-                        "process and writes RUN/quantization.json and quantization.md. Methods: int8 "
-                        "(bitsandbytes LLM.int8), nf4 (bitsandbytes 4-bit NF4), gptq (GPTQ calibrated on the "
-                        "run's training data), dynamic-int8 (PyTorch int8 kernels, the fast one on CPUs)."),
-    "serve": Command("serve a run over HTTP: OpenAI-compatible completions and chat, or /v1/classify",
-                     _serve_arguments, _serve,
-                     "FastAPI + uvicorn on 127.0.0.1 by default. Causal-LM runs: /v1/completions, "
-                     "/v1/chat/completions (stream: true for server-sent events), /v1/models, so the official "
-                     "openai client works against it (base_url http://127.0.0.1:8000/v1). Classification runs: "
-                     "/v1/classify with {\"input\": \"text\"} or {\"input\": [\"text\", ...]}. /health for "
-                     "both. Concurrent requests are micro-batched. Needs pip install 'tunelab[serve]'."),
-    "app": Command("a web page to try runs side by side (base, fine-tuned, quantized) and read their metrics",
-                   _app_arguments, _app,
-                   "Serves one self-contained page on 127.0.0.1:7860: type a text and see the base model, the "
-                   "fine-tuned model and each quantized copy answer, with latency; a dashboard with the run's "
-                   "training, evaluation and quantization numbers (run tunelab evaluate and tunelab quantize "
-                   "--compare first to fill it). Only the runs named here can be picked. Needs pip install "
-                   "'tunelab[serve]'."),
+    **DEPLOY_COMMANDS,
     "predict": Command("classify texts or complete prompts with a finished run", _predict_arguments, _predict),
     "merge": Command("fold a run's adapter into the base: RUN/merged/, loadable with from_pretrained",
                      _merge_arguments, _merge),

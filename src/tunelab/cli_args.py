@@ -1,0 +1,42 @@
+"""Argument types and arguments shared by the command-line commands."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Callable
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse turns the error into a usage message, exit 2)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 0")
+    return value
+
+
+@dataclass
+class Command:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int | None]
+    description: str = ""
+
+
+def run_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="a finished run folder (output.dir of a trained config)")
+
+
+def variant_argument(parser: argparse.ArgumentParser) -> None:
+    from tunelab.config.schema import QUANTIZE_METHODS
+
+    parser.add_argument("--variant", choices=("adapter", "merged") + QUANTIZE_METHODS, default=None,
+                        help="which copy of the model to use: the adapter as trained (default), RUN/merged/ "
+                             "(tunelab merge), or RUN/quantized/<method>/ (tunelab quantize)")

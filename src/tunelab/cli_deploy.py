@@ -1,0 +1,116 @@
+"""The deployment commands: quantize, serve and app (registered in ``tunelab.cli.COMMANDS``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from tunelab.cli_args import Command, non_negative_float, positive_int, run_argument, variant_argument
+
+
+def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
+    from tunelab.config.schema import QUANTIZE_METHODS
+
+    run_argument(parser)
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="quantize.* or quantization.* settings, e.g. quantize.group_size=64 quantize.bits=8")
+    parser.add_argument("--method", help=f"comma-separated methods: {', '.join(QUANTIZE_METHODS)} (default: the "
+                                         "run's quantize.methods, int8,nf4,dynamic-int8). gptq needs "
+                                         "pip install 'tunelab[gptq]'")
+    parser.add_argument("--compare", action="store_true",
+                        help="measure every variant against the fp32 model on the test split (size, memory, "
+                             "latency, throughput, quality, agreement); writes RUN/quantization.json and .md")
+    parser.add_argument("--split", choices=["validation", "test"], default=None,
+                        help="split --compare measures (default: the run's eval.split)")
+    parser.add_argument("--max-examples", type=positive_int, default=None,
+                        help="--compare: score only the first N examples")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where quantizing runs: cpu (default) or cuda (GPTQ calibrates much faster on a GPU); "
+                             "dynamic-int8 is CPU only. The saved copies load on either; --compare measures on "
+                             "the CPU")
+    parser.add_argument("--force", action="store_true", help="quantize again even if an up-to-date copy exists")
+
+
+def _quantize(args: argparse.Namespace) -> None:
+    from tunelab import quantize, quantize_compare
+    from tunelab.inference import open_run
+
+    methods = [m.strip() for m in args.method.split(",") if m.strip()] if args.method is not None else None
+    written = quantize.run(args.run, methods, args.overrides, args.device, args.force, echo=print)
+    if args.compare:
+        run_dir, cfg = open_run(args.run)
+        report = quantize_compare.compare(run_dir, quantize.with_overrides(cfg, args.overrides), list(written),
+                                          args.split, args.max_examples, echo=print)
+        print(quantize_compare.summary_text(report))
+        print(f"wrote {run_dir}/quantization.json and quantization.md")
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    from tunelab.serve import ServeSettings
+
+    defaults = ServeSettings()
+    run_argument(parser)
+    variant_argument(parser)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1, this machine only; 0.0.0.0 opens it to the network)")
+    parser.add_argument("--port", type=positive_int, default=8000, help="port (default 8000)")
+    parser.add_argument("--api-key", default=os.environ.get("TUNELAB_API_KEY"),
+                        help="require 'Authorization: Bearer KEY' on every route but /health "
+                             "(default: $TUNELAB_API_KEY; none when unset)")
+    parser.add_argument("--max-batch-size", type=positive_int, default=defaults.max_batch_size,
+                        help=f"concurrent requests sharing one forward pass (default {defaults.max_batch_size}; "
+                             "1 turns micro-batching off)")
+    parser.add_argument("--max-wait-ms", type=non_negative_float, default=defaults.max_wait_ms,
+                        help=f"how long a batch waits for more requests (default {defaults.max_wait_ms:g} ms)")
+    parser.add_argument("--max-tokens-cap", type=positive_int, default=defaults.max_tokens_cap,
+                        help=f"largest max_tokens a request may ask for (default {defaults.max_tokens_cap})")
+    parser.add_argument("--max-inputs", type=positive_int, default=defaults.max_inputs,
+                        help=f"texts per /v1/classify call (default {defaults.max_inputs})")
+    parser.add_argument("--timeout", type=positive_int, default=int(defaults.timeout_s),
+                        help=f"seconds before a request is cut with 504 (default {defaults.timeout_s:g})")
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from tunelab import serve
+
+    settings = serve.ServeSettings(args.max_batch_size, args.max_wait_ms, args.max_tokens_cap, args.max_inputs,
+                                   float(args.timeout), args.api_key)
+    serve.run(args.run, args.variant, args.host, args.port, settings)
+
+
+def _app_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="finished run folders the page may show (and only these)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=positive_int, default=7860, help="port (default 7860)")
+
+
+def _app(args: argparse.Namespace) -> None:
+    from tunelab import app
+
+    app.run(args.runs, args.host, args.port)
+
+
+DEPLOY_COMMANDS: dict[str, Command] = {
+    "quantize": Command("deployable 8-bit, 4-bit NF4, GPTQ and CPU int8 copies of a run, measured against fp32",
+                        _quantize_arguments, _quantize,
+                        "Merges the run's adapter into the fp32 base (RUN/merged/), then writes one folder per "
+                        "method under RUN/quantized/ (safetensors; int8, nf4 and gptq also load with plain "
+                        "from_pretrained). With --compare, measures each against the fp32 model in its own "
+                        "process and writes RUN/quantization.json and quantization.md. Methods: int8 "
+                        "(bitsandbytes LLM.int8), nf4 (bitsandbytes 4-bit NF4), gptq (GPTQ calibrated on the "
+                        "run's training data), dynamic-int8 (PyTorch int8 kernels, the fast one on CPUs)."),
+    "serve": Command("serve a run over HTTP: OpenAI-compatible completions and chat, or /v1/classify",
+                     _serve_arguments, _serve,
+                     "FastAPI + uvicorn on 127.0.0.1 by default. Causal-LM runs: /v1/completions, "
+                     "/v1/chat/completions (stream: true for server-sent events), /v1/models, so the official "
+                     "openai client works against it (base_url http://127.0.0.1:8000/v1). Classification runs: "
+                     "/v1/classify with {\"input\": \"text\"} or {\"input\": [\"text\", ...]}. /health for "
+                     "both. Concurrent requests are micro-batched. Needs pip install 'tunelab[serve]'."),
+    "app": Command("a web page to try runs side by side (base, fine-tuned, quantized) and read their metrics",
+                   _app_arguments, _app,
+                   "Serves one self-contained page on 127.0.0.1:7860: type a text and see the base model, the "
+                   "fine-tuned model and each quantized copy answer, with latency; a dashboard with the run's "
+                   "training, evaluation and quantization numbers (run tunelab evaluate and tunelab quantize "
+                   "--compare first to fill it). Only the runs named here can be picked. Needs pip install "
+                   "'tunelab[serve]'."),
+}
