@@ -134,7 +134,7 @@ def create_app(loaded: LoadedRun, settings: ServeSettings, model_id: str):
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if body.stream:
             raise ApiError(400, "stream: streaming is available on /v1/chat/completions", "stream")
-        results = await worker.timed(asyncio.gather(*(worker.complete(p, body, raw=True) for p in prompts)))
+        results = await worker.timed(asyncio.gather(*(worker.complete(p, body) for p in prompts)))
         return completion_body(model_id, "text_completion", [{"index": i, "text": text, "finish_reason": finish,
                                                               "logprobs": None}
                                                              for i, (text, finish, _, _) in enumerate(results)],
@@ -166,12 +166,13 @@ class Worker:
     """Validation against the model, and the batched calls into it."""
 
     def __init__(self, loaded: LoadedRun, settings: ServeSettings, executor: ThreadPoolExecutor):
+        from tunelab.evaluate_causal import context_window
+
         self.loaded, self.settings, self.executor = loaded, settings, executor
         self.classifier = MicroBatcher(lambda texts, _: classify(loaded, texts), executor,
                                        settings.max_batch_size, settings.max_wait_ms)
         self.generator = MicroBatcher(self._generate, executor, settings.max_batch_size, settings.max_wait_ms)
-        config = loaded.model.config
-        self.context = int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 1024))
+        self.context = context_window(loaded.model)
 
     async def timed(self, awaitable):
         try:
@@ -205,7 +206,7 @@ class Worker:
                            else "prompt", code="context_length_exceeded")
         return text, length
 
-    async def complete(self, prompt, body: Sampling, raw: bool = False):
+    async def complete(self, prompt, body: Sampling):
         """(text, finish_reason, prompt tokens, completion tokens) for one prompt, batched with others."""
         _, length = self.check_prompt(prompt, body)
         key = (body.temperature, body.top_p)
