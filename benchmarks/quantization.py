@@ -26,6 +26,7 @@ from tunelab import quantize, quantize_compare, train
 from tunelab.config import load_config
 from tunelab.inference import open_run
 from tunelab.runs import versions
+from tunelab.tables import markdown_table
 from tunelab.tiny import make_tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,8 +82,9 @@ def markdown(results: dict) -> str:
     """Both comparison tables, each with how it was measured."""
     titles = {"minilm_intents": "MiniLM (all-MiniLM-L6-v2, real weights), LoRA on the built-in intents",
               "llama60m_instructions": "Llama-style ~60M parameters (random init + 30 LoRA steps), built-in instructions"}
-    parts = [f"## {title}\n\n" + quantize_compare.markdown_report(results[key]).split("\n\n", 1)[1]
-             for key, title in titles.items()]
+    parts = [f"## {title}\n\n" + "\n\n".join(quantize_compare.notes(results[key])) + "\n\n"
+             + markdown_table(quantize_compare.COLUMNS, [quantize_compare.table_cells(r) for r in results[key]["rows"]])
+             + "\n" for key, title in titles.items()]
     return "\n".join(parts)
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import httpx
 
+from tunelab.modeling import peak_rss_mb
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -49,13 +51,6 @@ def start_server(run: str, port: int, batch_size: int) -> subprocess.Popen:
             time.sleep(0.3)
     server.kill()
     raise SystemExit(f"the server did not start: {server.stderr.read().decode()[-500:]}")
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def requests_for(task: str, count: int, bad_share: float, seed: int = 0) -> list[tuple[str, str, bool]]:

@@ -6,8 +6,7 @@ import shutil
 import httpx
 import pytest
 
-from conftest import train_config
-from test_serve import Server
+from conftest import Server, train_config
 from tunelab import evaluate, quantize, train
 from tunelab.app import create_app, open_runs
 from tunelab.config import load_config
@@ -97,3 +96,21 @@ def test_the_page_in_headless_chromium(app_server, tmp_path):
         browser.close()
     assert (tmp_path / "app.png").stat().st_size > 10_000
     assert outside == [], outside
+
+
+def test_causal_runs_answer_with_the_base_and_the_tuned_model(tmp_path, tiny_llama, monkeypatch):
+    from tunelab import modeling
+    from tunelab.inference import generate, load_run
+
+    run_dir = train.run(load_config(train_config(tmp_path, tiny_llama, task="causal_lm", method={"name": "full"},
+                                                 train={"max_steps": 2})))
+    runs = open_runs([str(run_dir)])
+    first = runs[0].answer("Say alpha.")
+    loads = []
+    real = modeling.load_base_model
+    monkeypatch.setattr(modeling, "load_base_model", lambda *a, **k: loads.append(a) or real(*a, **k))
+    second = runs[0].answer("Say alpha.")
+    assert loads == [], "the models must stay loaded between requests"
+    assert [o["model"] for o in first] == ["base", "fine-tuned"]
+    assert [o["output"] for o in first] == [o["output"] for o in second]
+    assert first[1]["output"] == generate(load_run(run_dir), ["Say alpha."], 32)[0]

@@ -2,41 +2,15 @@
 
 import asyncio
 import json
-import socket
-import threading
-import time
 
 import httpx
 import pytest
 
-from conftest import train_config
+from conftest import Server, train_config
 from tunelab import train
 from tunelab.config import load_config
 from tunelab.inference import classify, generate, load_run
 from tunelab.serve import ServeSettings, create_app
-
-
-class Server:
-    """A real uvicorn server on a free loopback port, in a thread; stopped by ``stop``."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            assert time.time() < deadline, "server did not start"
-            time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

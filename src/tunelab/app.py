@@ -15,6 +15,7 @@ construction loads nothing from outside this machine (inline CSS, JS and SVG; no
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at runtime.
 import threading
+from contextlib import ExitStack
 from html import escape
 import time
 from dataclasses import dataclass, field
@@ -79,34 +80,31 @@ def _label_text(result: dict) -> str:
 def base_predictor(loaded):
     """The model before fine-tuning: a linear probe on the frozen encoder (classification, as
     ``tunelab evaluate`` compares), or the base model itself (causal LM)."""
-    import torch
-
     from tunelab.evaluate import read_split
     from tunelab.evaluate_causal import base_model
     from tunelab.inference import generate
 
     if loaded.labels is None:
+        # This run instance serves only as the base, so the adapter stays off (or the base stays
+        # loaded, for full fine-tuning) for the life of the app.
+        keep_open = ExitStack()
+        base = keep_open.enter_context(base_model(loaded))
+
         def complete(text: str) -> str:
-            with base_model(loaded) as base:
-                return generate(loaded, [text], MAX_NEW_TOKENS, model=base)[0]
+            return generate(loaded, [text], MAX_NEW_TOKENS, model=base)[0]
+        complete.keep_open = keep_open
         return complete
-    from transformers import AutoModel, AutoTokenizer
-
     from tunelab.models import resolve_model
-    from tunelab.modeling import quietly
-    from tunelab.probe import embed, fit_probe
+    from tunelab.probe import fit_base_probe
 
-    location, max_length = resolve_model(loaded.cfg.model.name), loaded.cfg.data.max_length
-    tokenizer = AutoTokenizer.from_pretrained(location)
-    encoder = quietly(AutoModel.from_pretrained, location, dtype=torch.float32, use_safetensors=True).eval()
     train = read_split(loaded.run_dir, "train")
     label2id = {name: i for i, name in enumerate(loaded.labels)}
-    probe = fit_probe(embed(encoder, tokenizer, [e["text"] for e in train], max_length),
-                      torch.tensor([label2id[e["label"]] for e in train]), len(loaded.labels))
+    probabilities = fit_base_probe(resolve_model(loaded.cfg.model.name), [e["text"] for e in train],
+                                   [label2id[e["label"]] for e in train], len(loaded.labels),
+                                   loaded.cfg.data.max_length)
 
     def classify_base(text: str) -> str:
-        with torch.inference_mode():
-            probs = torch.softmax(probe(embed(encoder, tokenizer, [text], max_length)), -1)[0]
+        probs = probabilities([text])[0]
         best = int(probs.argmax())
         return f"{loaded.labels[best]} ({float(probs[best]):.3f})"
     return classify_base

@@ -13,13 +13,10 @@ from tunelab.metrics import GENERATION_METRICS, LANGUAGE_MODEL_METRICS
 
 
 def evaluate_causal(loaded: LoadedRun, examples: list[dict], split: str) -> dict:
-    import datasets
-
     from tunelab.evaluate import compare
 
     cfg = loaded.cfg
-    records = list(datasets.load_from_disk(str(loaded.run_dir / "data" / "tokenized"))[split])
-    records = records[: len(examples)] if loaded.format != "text" else records
+    records = split_records(loaded, split, len(examples))
     samples, seed = cfg.eval.bootstrap_samples, cfg.train.seed
     generative = loaded.format in ("instruction", "chat")
     prompts = [to_messages(e)[:-1] for e in examples] if generative else []
@@ -41,6 +38,15 @@ def evaluate_causal(loaded: LoadedRun, examples: list[dict], split: str) -> dict
                         "base_loss": b[0] / max(b[1], 1), "tuned_loss": t[0] / max(t[1], 1)}
                        for rec, b, t in zip(records, base_nll, tuned_nll)]
     return {"base_kind": "the base model without fine-tuning", "metrics": metrics, "predictions": predictions}
+
+
+def split_records(loaded: LoadedRun, split: str, examples: int) -> list[dict]:
+    """The tokenized records of ``split`` matching its first ``examples`` examples (all of them for
+    plain text, where chunking makes records and examples differ)."""
+    import datasets
+
+    records = list(datasets.load_from_disk(str(loaded.run_dir / "data" / "tokenized"))[split])
+    return records[:examples] if loaded.format != "text" else records
 
 
 @contextmanager

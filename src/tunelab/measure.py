@@ -64,14 +64,11 @@ def classification(loaded: LoadedRun, examples: list[dict], split: str) -> dict:
 
 
 def causal(loaded: LoadedRun, examples: list[dict], split: str) -> dict:
-    import datasets
-
     from tunelab.data.tokenize import to_messages
-    from tunelab.evaluate_causal import sequence_nll
+    from tunelab.evaluate_causal import sequence_nll, split_records
 
     cfg = loaded.cfg
-    records = list(datasets.load_from_disk(str(loaded.run_dir / "data" / "tokenized"))[split])
-    records = records[: len(examples)] if loaded.format != "text" else records
+    records = split_records(loaded, split, len(examples))
     nll = sequence_nll(loaded.model, records, cfg.eval.batch_size)
     total, count = sum(n for n, _ in nll), sum(c for _, c in nll)
     if loaded.format in ("instruction", "chat"):

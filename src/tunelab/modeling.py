@@ -52,8 +52,8 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB.
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """Peak resident memory of a process (default: this one) so far, in MiB.
 
     Linux keeps ``ru_maxrss`` across exec, so a child started by a large parent would report
     the parent's peak; ``VmHWM`` belongs to this process image alone.
@@ -62,11 +62,13 @@ def peak_rss_mb() -> float:
     import sys
 
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
+    if pid != "self":  # no /proc (macOS, Windows): only this process's own peak is known
+        return float("nan")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 

@@ -42,9 +42,9 @@ def fit_probe(features: torch.Tensor, labels: torch.Tensor, num_labels: int, l2:
     return probe
 
 
-def probe_predictions(model_location: str, train_texts: list[str], train_labels: list[int], texts: list[str],
-                      num_labels: int, max_length: int) -> list[int]:
-    """Fit the probe on the train split; return its predicted class id for each of ``texts``."""
+def fit_base_probe(model_location: str, train_texts: list[str], train_labels: list[int], num_labels: int,
+                   max_length: int):
+    """Fit the probe on the frozen encoder at ``model_location``; return ``texts -> class probabilities``."""
     from transformers import AutoModel, AutoTokenizer
 
     from tunelab.modeling import quietly
@@ -52,5 +52,15 @@ def probe_predictions(model_location: str, train_texts: list[str], train_labels:
     tokenizer = AutoTokenizer.from_pretrained(model_location)
     encoder = quietly(AutoModel.from_pretrained, model_location, dtype=torch.float32, use_safetensors=True).eval()
     probe = fit_probe(embed(encoder, tokenizer, train_texts, max_length), torch.tensor(train_labels), num_labels)
-    with torch.inference_mode():
-        return probe(embed(encoder, tokenizer, texts, max_length)).argmax(-1).tolist()
+
+    def probabilities(texts: list[str]) -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.softmax(probe(embed(encoder, tokenizer, texts, max_length)), -1)
+    return probabilities
+
+
+def probe_predictions(model_location: str, train_texts: list[str], train_labels: list[int], texts: list[str],
+                      num_labels: int, max_length: int) -> list[int]:
+    """Fit the probe on the train split; return its predicted class id for each of ``texts``."""
+    probabilities = fit_base_probe(model_location, train_texts, train_labels, num_labels, max_length)
+    return probabilities(texts).argmax(-1).tolist()

@@ -120,18 +120,23 @@ def summary_text(report: dict) -> str:
 
 
 def markdown_report(report: dict) -> str:
+    return (f"# Quantization: {report['run']}\n\n" + "\n\n".join(notes(report)) + "\n\n"
+            + markdown_table(COLUMNS, [table_cells(r) for r in report["rows"]]) + "\n")
+
+
+def notes(report: dict) -> list[str]:
+    """How the table was measured, and how far the merged model is from the adapter as trained."""
     rows = [r for r in report["rows"] if "error" not in r]
     distance = next((r["output_distance_unit"] for r in rows if "output_distance_unit" in r), "")
     threads = f"{report['threads']} threads" if isinstance(report["threads"], int) else report["threads"]
-    notes = [f"Measured on {report['machine']} ({threads}), {report['task']} on the "
+    paragraphs = [f"Measured on {report['machine']} ({threads}), {report['task']} on the "
              f"{report['split']} split, each variant in its own process. Latency: median of "
              f"{report['timing']['repeats']} timed calls after {report['timing']['warmup']} warm-up calls. "
              f"Change, agreement and output distance are against `{report['reference']}` (fp32); "
              f"output distance is the {distance}."]
     adapter = next((r for r in rows if r["variant"] == "adapter"), None)
     if adapter and "agreement" in adapter:
-        notes.append(f"The adapter as trained (on its training-time base) vs the merged fp32 model: agreement "
+        paragraphs.append(f"The adapter as trained (on its training-time base) vs the merged fp32 model: agreement "
                      f"{adapter['agreement']:.4f}, output distance {adapter['output_distance']:.4g}, metric change "
                      f"{adapter['metric_change']:+.4f}.")
-    return (f"# Quantization: {report['run']}\n\n" + "\n\n".join(notes) + "\n\n"
-            + markdown_table(COLUMNS, [table_cells(r) for r in report["rows"]]) + "\n")
+    return paragraphs

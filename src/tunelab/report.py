@@ -83,14 +83,13 @@ def run_section(source: dict) -> str:
 
 
 def quantization_html(report: dict) -> str:
-    from tunelab.quantize_compare import COLUMNS, markdown_report, table_cells
+    from tunelab.quantize_compare import COLUMNS, notes, table_cells
 
     rows = [r for r in report["rows"] if "error" not in r]
-    notes = markdown_report(report).split("\n\n")[1:-1]  # the paragraphs between the title and the table
     charts = [bar_chart("latency at batch 8 (ms, median)", [(r["variant"], r["latency_ms"]["8"], None) for r in rows]),
               bar_chart("weights in memory (MiB)", [(r["variant"], r["weights_mb"], None) for r in rows])]
     return ("<h3>Quantized variants against fp32 (tunelab quantize --compare)</h3>"
-            + "".join(f"<p>{escape(n).replace('`', '')}</p>" for n in notes)
+            + "".join(f"<p>{escape(n).replace('`', '')}</p>" for n in notes(report))
             + html_table(COLUMNS, [table_cells(r) for r in report["rows"]])
             + f'<div class="charts">{"".join(charts)}</div>')
 
