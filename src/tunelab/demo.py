@@ -10,11 +10,10 @@ Writes ``OUT/summary.json`` and ``OUT/report.html`` and prints the before/after 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
-from tunelab.config.load import apply_override, validate
+from tunelab.config.load import from_dict
 from tunelab.runs import read_json, write_json
 
 # The same settings as configs/support-intents-lora.yaml (a test keeps them equal).
@@ -30,11 +29,8 @@ DEMO_CONFIG = {
 
 
 def demo_config(out: str | Path, overrides: list[str] = ()):
-    tree = json.loads(json.dumps(DEMO_CONFIG))
-    for override in overrides:
-        apply_override(tree, override)
-    tree["output"] = {**tree.get("output", {}), "dir": str(out), "overwrite": True}
-    return validate(tree, default_name="demo", source="demo config")
+    output = [f"output.dir={out}", "output.overwrite=true"]
+    return from_dict(DEMO_CONFIG, [*overrides, *output], name="demo", source="demo config")
 
 
 def run(out: str | Path = "runs/demo", overrides: list[str] = (), echo: Callable[[str], None] = lambda _: None) -> dict:

@@ -140,3 +140,29 @@ def notes(report: dict) -> list[str]:
                      f"{adapter['agreement']:.4f}, output distance {adapter['output_distance']:.4g}, metric change "
                      f"{adapter['metric_change']:+.4f}.")
     return paragraphs
+
+
+def tradeoffs(report: dict) -> list[str]:
+    """What the table says, in sentences: the fastest, the smallest and the most accurate copy vs fp32."""
+    rows = [r for r in report["rows"] if "error" not in r]
+    ref = next((r for r in rows if r["variant"] == report["reference"]), None)
+    quantized = [r for r in rows if r["variant"] not in ("model", "merged", "adapter")]
+    if ref is None or not quantized:
+        return []
+
+    def change(row: dict) -> str:
+        return f"{row['metric']} {row.get('metric_change', 0.0):+.4f}, agreement {row.get('agreement', 1.0):.1%}"
+
+    fastest = min(quantized, key=lambda r: r["latency_ms"]["8"])
+    smallest = min(quantized, key=lambda r: r["block_weights_mb"])
+    closest = max(quantized, key=lambda r: (r.get("agreement", 0.0), -r.get("output_distance", 0.0)))
+    speedup = ref["latency_ms"]["8"] / fastest["latency_ms"]["8"]
+    lines = [f"fastest at batch 8: {fastest['variant']}, {speedup:.2f}x fp32's speed "
+             f"({fastest['latency_ms']['8']:.1f} vs {ref['latency_ms']['8']:.1f} ms; {change(fastest)})",
+             f"smallest: {smallest['variant']}, transformer blocks at {smallest['block_weights_ratio']:.2f}x of fp32's "
+             f"memory, {smallest['disk_mb']:.1f} vs {ref['disk_mb']:.1f} MiB on disk ({change(smallest)})",
+             f"closest to fp32: {closest['variant']} ({change(closest)})"]
+    slower = [r["variant"] for r in quantized if r["latency_ms"]["8"] > ref["latency_ms"]["8"]]
+    if slower:
+        lines.append(f"slower than fp32 on this machine: {', '.join(slower)} (they save memory, not time, here)")
+    return lines

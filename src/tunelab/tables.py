@@ -27,3 +27,16 @@ def text_table(headers: list[str], rows: list[list]) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
                      for row in cells)
+
+
+def replace_marked(text: str, name: str, body: str) -> str:
+    """Replace what sits between ``<!-- name -->`` and ``<!-- /name -->`` in ``text`` (markers kept).
+
+    Generated sections of hand-written Markdown pages (results, measured tables) live between such markers.
+    """
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    if start not in text or end not in text:
+        raise ValueError(f"markers {start} ... {end} not found")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body.strip()}\n{end}{tail}"

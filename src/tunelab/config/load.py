@@ -7,6 +7,7 @@ Every problem is reported at once as ``dotted.key: what is wrong; what would be 
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 from pathlib import Path
@@ -114,6 +115,15 @@ def validate(tree: dict[str, Any], default_name: str = "run", source: str = "con
     if cfg.output.dir is None:
         cfg.output.dir = str(Path("runs") / cfg.output.name)
     return cfg
+
+
+def from_dict(tree: dict[str, Any], overrides: Iterable[str] = (), name: str = "run",
+              source: str = "config") -> TunelabConfig:
+    """A config built in Python (a copy of ``tree`` with ``overrides`` applied), validated like a file."""
+    tree = copy.deepcopy(tree)
+    for override in overrides:
+        apply_override(tree, override)
+    return validate(tree, default_name=name, source=source)
 
 
 def format_errors(err: ValidationError) -> list[str]:
