@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FULL = {"methods": ["full", "lora", "dora", "qlora"], "quantize": ["int8", "nf4", "gptq", "dynamic-int8"],
         "sweep": {"lora.r": [2, 4, 8, 16], "lora.lora_alpha": [8, 32, 64], "lora.lora_dropout": [0.0, 0.1, 0.2]}}
 QUICK = {"methods": ["full", "lora"], "quantize": ["dynamic-int8"],
-         "sweep": {"lora.r": [2, 8], "lora.lora_alpha": [32], "lora.lora_dropout": [0.0]}}
+         "sweep": {"lora.r": [2, 8], "lora.lora_alpha": [32]}}
 TOLERANCE = 0.01
 
 
@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides applied to every run")
     parser.add_argument("--config", default=str(ROOT / "configs/support-intents-lora.yaml"), help="the config measured")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 2 methods, 4 sweep points, dynamic-int8 only")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 2 methods, 3 sweep points, dynamic-int8 only")
     parser.add_argument("--work", default=str(ROOT / "runs/experiments"), help="folder for the runs (default runs/experiments)")
     parser.add_argument("--out", default=str(ROOT / "experiments.md"), help="the page to write")
     parser.add_argument("--docs", default=str(ROOT / "docs/concepts"),
@@ -242,21 +242,12 @@ def rank_fact(results: dict) -> list[str]:
 
 
 def production_section(results: dict) -> str:
-    rows = _ok(results["quantization"]["rows"])
-    ref = rows[0]
+    report = results["quantization"]
+    rows = _ok(report["rows"])
     lines = ["## 6. Production considerations\n"]
-    quantized = [r for r in rows if r["variant"] not in ("merged", "model", "adapter")]
-    if quantized:
-        fastest = min(quantized, key=lambda r: r["latency_ms"]["8"])
-        smallest = min(quantized, key=lambda r: r["block_weights_mb"])
-        lines.append(f"- **CPU latency:** {fastest['variant']} answered batches of 8 in {fastest['latency_ms']['8']:.1f} ms "
-                     f"vs {ref['latency_ms']['8']:.1f} ms for fp32 ({ref['latency_ms']['8'] / fastest['latency_ms']['8']:.2f}x), "
-                     f"{fastest['metric']} change {fastest.get('metric_change', 0):+.4f}.")
-        lines.append(f"- **Memory:** {smallest['variant']} keeps the transformer blocks in "
-                     f"{smallest['block_weights_ratio']:.2f}x of fp32's memory ({smallest['block_weights_mb']:.1f} vs "
-                     f"{ref['block_weights_mb']:.1f} MiB), {smallest['metric']} change "
-                     f"{smallest.get('metric_change', 0):+.4f}.")
-    adapter = next((r for r in rows if r["variant"] == "adapter"), None)
+    lines += [f"- **{line.split(':')[0].capitalize()}:**{line.split(':', 1)[1]}."
+              for line in quantize_compare.tradeoffs(report)]
+    ref, adapter = rows[0], next((r for r in rows if r["variant"] == "adapter"), None)
     if adapter:
         lines.append(f"- **Merge before serving:** the unmerged adapter took {adapter['latency_ms']['1']:.1f} ms at batch 1 vs "
                      f"{ref['latency_ms']['1']:.1f} ms merged; keep the {adapter['disk_mb']:.2f} MiB adapter to ship "
@@ -289,8 +280,14 @@ def docs_blocks(results: dict) -> dict[str, str]:
                                      r["artifact_size_mb"], r["tuned"]] for r in rows])
     quant = markdown_table(quantize_compare.COLUMNS, [quantize_compare.table_cells(r)
                                                       for r in results["quantization"]["rows"]])
+    advice = results["advise"]
+    approaches = markdown_table(["approach", advice["metric"], "setup s", "latency ms", "input tokens"],
+                                [[r["approach"], r["quality"], r["setup_seconds"], r["latency_ms"], r["prompt_tokens"]]
+                                 for r in advice["approaches"]])
+    approaches += f"\n\nRecommendation: **{advice['recommendation']['approach']}**: {advice['recommendation']['reason']}."
     stamp = f"\n\nMeasured by `{results['command']}` on {results['date']} ({results['machine']}); see experiments.md."
-    return {"measured:lora-vs-full": lora + stamp, "measured:quantization": quant + stamp}
+    return {"measured:lora-vs-full": lora + stamp, "measured:quantization": quant + stamp,
+            "measured:advise": approaches + stamp}
 
 
 def refresh_docs(folder: Path, results: dict) -> list[Path]:

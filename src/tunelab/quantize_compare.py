@@ -157,7 +157,7 @@ def tradeoffs(report: dict) -> list[str]:
     smallest = min(quantized, key=lambda r: r["block_weights_mb"])
     closest = max(quantized, key=lambda r: (r.get("agreement", 0.0), -r.get("output_distance", 0.0)))
     speedup = ref["latency_ms"]["8"] / fastest["latency_ms"]["8"]
-    lines = [f"fastest at batch 8: {fastest['variant']}, {speedup:.2f}x fp32's speed "
+    lines = [f"fastest quantized copy at batch 8: {fastest['variant']}, {speedup:.2f}x fp32's speed "
              f"({fastest['latency_ms']['8']:.1f} vs {ref['latency_ms']['8']:.1f} ms; {change(fastest)})",
              f"smallest: {smallest['variant']}, transformer blocks at {smallest['block_weights_ratio']:.2f}x of fp32's "
              f"memory, {smallest['disk_mb']:.1f} vs {ref['disk_mb']:.1f} MiB on disk ({change(smallest)})",
