@@ -1,6 +1,6 @@
 """Regenerate experiments.md: every number on that page is measured here, by tunelab's own commands.
 
-    python scripts/experiments.py                    # the full page: about 45 minutes on a 2-core CPU
+    python scripts/experiments.py                    # the full page (about an hour on a 2-core CPU)
     python scripts/experiments.py --render-only      # rewrite the page from the last measurement
     python scripts/experiments.py --quick model.name=DIR data.max_rows=60 train.epochs=1 --work /tmp/w --out /tmp/e.md
 
@@ -102,7 +102,8 @@ def render(results: dict) -> str:
         f"({results['machine']}, {results['cores']} cores, torch {results['versions'].get('torch')}, "
         f"transformers {results['versions'].get('transformers')}, peft {results['versions'].get('peft')}). "
         "The script runs tunelab's own commands; the command behind each table is shown above it. "
-        "Regenerate the page with `python scripts/experiments.py` (about 45 minutes on a 2-core CPU).\n",
+        "Regenerate the page with `python scripts/experiments.py`"
+        + (f" (this run took {results['minutes']:.0f} minutes)." if results.get("minutes") else ".") + "\n",
         f"**Setup.** Config `{results['config']}`: task {s['task']}, model `{s['model']['name']}`, data "
         f"`{s['data']['train']}` (validation split off train, test `{s['data']['test']}`), max length "
         f"{s['data']['max_length']}, {s['train']['epochs']:g} epochs, batch {s['train']['batch_size']}, learning "
@@ -177,11 +178,18 @@ def axis_verdict(key: str, rows: list[dict], metric: str) -> str:
         return "No point produced a validation score."
     best = max(scored, key=lambda r: r["validation"])
     worst = min(scored, key=lambda r: r["validation"])
+    if best["validation"] == worst["validation"]:
+        return (f"Every value scored {metric} {best['validation']:.4f}: on this validation split the setting made "
+                "no measurable difference.")
     close = [r for r in scored if best["validation"] - r["validation"] <= TOLERANCE]
-    cheapest = min(close, key=lambda r: (r["trainable_params"], r["train_seconds"]))
-    return (f"Best {key}={fmt(best['value'])} ({metric} {best['validation']:.4f}); the spread over the axis is "
-            f"{best['validation'] - worst['validation']:.4f}. Cheapest within {TOLERANCE} of the best: "
-            f"{key}={fmt(cheapest['value'])} ({cheapest['trainable_params']:,} trainable parameters).")
+    text = (f"Best {key}={fmt(best['value'])} ({metric} {best['validation']:.4f}); the spread over the axis is "
+            f"{best['validation'] - worst['validation']:.4f}. Within {TOLERANCE} of the best: "
+            f"{', '.join(fmt(r['value']) for r in close)}.")
+    if len({r["trainable_params"] for r in close}) > 1:
+        cheapest = min(close, key=lambda r: r["trainable_params"])
+        text += (f" The cheapest of those is {key}={fmt(cheapest['value'])} "
+                 f"({cheapest['trainable_params']:,} trainable parameters).")
+    return text
 
 
 def quantization_section(report: dict) -> str:
@@ -310,6 +318,14 @@ def validation_examples(results: dict) -> int | None:
     return read_json(report)["splits"]["validation"]["examples"] if report and report.exists() else None
 
 
+def minutes(work: Path) -> float | None:
+    """How long the measurement took: from the config it wrote first to the results it wrote last."""
+    first, last = work / "config.yaml", work / "experiments.json"
+    if not (first.exists() and last.exists()):
+        return None
+    return (last.stat().st_mtime - first.stat().st_mtime) / 60
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -318,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             results = measure(args)
         results.setdefault("validation_examples", validation_examples(results))
+        results.setdefault("minutes", minutes(Path(args.work)))
     except (TunelabError, FileNotFoundError) as err:
         print(f"experiments: {err}", file=sys.stderr)
         return 2

@@ -144,3 +144,15 @@ def test_config_cli(run_cli, minimal):
     assert code == 2 and "lora.rr: unknown key; did you mean 'r'?" in err and "Traceback" not in err
     code, out, _ = run_cli("config", "schema")
     assert code == 0 and "lora.lora_alpha" in out
+
+
+def test_from_dict_applies_overrides_to_a_copy_and_validates():
+    from tunelab.config import from_dict
+    from tunelab.errors import ConfigError
+
+    tree = {"task": "classification", "data": {"train": "x.jsonl"}, "lora": {"r": 8}}
+    cfg = from_dict(tree, ["lora.r=4", "train.epochs=2"], name="mine")
+    assert (cfg.lora.r, cfg.train.epochs, cfg.output.name) == (4, 2, "mine")
+    assert tree["lora"]["r"] == 8 and "train" not in tree  # the caller's dict is untouched
+    with pytest.raises(ConfigError, match="lora.r"):
+        from_dict(tree, ["lora.r=0"])

@@ -336,3 +336,20 @@ def test_gptq_on_a_tiny_llama_run(tmp_path, tiny_llama, run_cli):
                                         train={"max_steps": 2}, lora={"target_modules": ["q_proj", "v_proj"]}))
     lora_run = train.run(lora_cfg)
     assert (lora_run / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_tradeoffs_name_the_fastest_smallest_and_slower_copies():
+    from tunelab.quantize_compare import tradeoffs
+
+    def row(variant, bs8, blocks_mb, agreement=1.0, change=0.0):
+        return {"variant": variant, "latency_ms": {"1": bs8 / 4, "8": bs8}, "block_weights_mb": blocks_mb,
+                "block_weights_ratio": blocks_mb / 40, "disk_mb": blocks_mb + 40, "metric": "accuracy",
+                "metric_change": change, "agreement": agreement, "output_distance": 1 - agreement}
+
+    report = {"reference": "merged", "rows": [row("merged", 90, 40), row("adapter", 117, 42), row("nf4", 120, 5, 1.0),
+                                              row("dynamic-int8", 60, 10, 0.975, -0.02)]}
+    lines = tradeoffs(report)
+    assert lines[0].startswith("fastest quantized copy at batch 8: dynamic-int8, 1.50x")
+    assert lines[1].startswith("smallest: nf4") and lines[2].startswith("closest to fp32: nf4")
+    assert lines[3] == "slower than fp32 on this machine: nf4 (they save memory, not time, here)"
+    assert tradeoffs({"reference": "merged", "rows": [row("merged", 90, 40)]}) == []

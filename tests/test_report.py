@@ -53,3 +53,16 @@ def test_report_contains_run_numbers_and_no_external_requests(tmp_path, tiny_ber
 def test_report_refuses_folders_it_cannot_read(tmp_path, run_cli):
     code, _, err = run_cli("report", tmp_path, "--out", tmp_path / "r.html")
     assert code == 2 and "not a finished run, bake-off or sweep folder" in err
+
+
+def test_replace_marked_rewrites_only_between_its_markers():
+    import pytest
+
+    from tunelab.tables import replace_marked
+
+    page = "intro\n<!-- results -->\nold\n<!-- /results -->\noutro\n"
+    new = replace_marked(page, "results", "| a |\n")
+    assert new == "intro\n<!-- results -->\n| a |\n<!-- /results -->\noutro\n"
+    assert replace_marked(new, "results", "| a |") == new  # idempotent
+    with pytest.raises(ValueError, match="markers"):
+        replace_marked(page, "missing", "x")

@@ -20,7 +20,7 @@ from project import README, RUN, require
 
 from tunelab.modeling import cpu_description
 from tunelab.runs import read_json
-from tunelab.tables import fmt, markdown_table, replace_marked
+from tunelab.tables import markdown_table, replace_marked
 
 THRESHOLDS = (0.5, 0.7, 0.9)
 

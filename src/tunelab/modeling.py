@@ -189,6 +189,8 @@ def silence_known_warnings() -> None:
     # LLM.int8 casts activations to fp16 by design; bitsandbytes says so on every forward pass.
     logging.getLogger("bitsandbytes.autograd._functions").addFilter(
         lambda record: "inputs will be cast from" not in record.getMessage())
+    # rouge-score logs "Using default tokenizer." at INFO on every call once anything enables INFO logging.
+    logging.getLogger("absl").setLevel(logging.WARNING)
 
 
 def quietly(load, *args, **kwargs):
