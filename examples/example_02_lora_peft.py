@@ -30,6 +30,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from common import add_model_and_data_arguments, data_section
+
 from tunelab import bakeoff
 from tunelab.config import from_dict, to_yaml
 from tunelab.cli import report_problems
@@ -52,22 +54,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma-separated module names (query,value) or all-linear (default)")
     parser.add_argument("--methods", default="full,lora",
                         help="methods to compare (default full,lora; also dora, rslora, adalora, qlora, lora-8bit)")
-    parser.add_argument("--model", default="builtin:minilm", help="a hub id or a local folder (default: MiniLM)")
-    parser.add_argument("--data", help="training file (default: the built-in support intents)")
-    parser.add_argument("--test", help="held-out test file (default: built-in test split, or 10%% of --data)")
-    parser.add_argument("--task", choices=["classification", "causal_lm"], default="classification",
-                        help="task of --data (default classification)")
-    parser.add_argument("--epochs", type=float, default=4, help="training epochs for every method (default 4)")
-    parser.add_argument("--out", default="runs/example_02", help="folder for the runs (default runs/example_02)")
+    add_model_and_data_arguments(parser, "runs/example_02")
     return parser.parse_args(argv)
 
 
 def write_config(args: argparse.Namespace) -> Path:
     modules = args.target_modules if args.target_modules == "all-linear" else args.target_modules.split(",")
     tree = {"task": args.task, "model": {"name": args.model},
-            "data": {"train": args.data or "builtin:support_intents/train.jsonl",
-                     "test": args.test or (None if args.data else "builtin:support_intents/test.jsonl"),
-                     "max_length": 64 if args.task == "classification" else 256},
+            "data": data_section(args),
             "method": {"name": "lora"},
             "lora": {"r": args.r, "lora_alpha": args.alpha, "lora_dropout": args.dropout, "target_modules": modules},
             "train": {"epochs": args.epochs, "batch_size": 16, "learning_rate": 2e-3},

@@ -29,6 +29,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from common import add_model_and_data_arguments, data_section
+
 from tunelab import quantize, quantize_compare, train
 from tunelab.config import from_dict
 from tunelab.config.schema import QUANTIZE_METHODS
@@ -49,21 +51,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "those whose library is missing are skipped)")
     parser.add_argument("--train-method", choices=["lora", "qlora", "full"], default="lora",
                         help="how the run is trained first (default lora; qlora trains the adapter on a 4-bit base)")
-    parser.add_argument("--model", default="builtin:minilm", help="a hub id or a local folder (default: MiniLM)")
-    parser.add_argument("--data", help="training file (default: the built-in support intents)")
-    parser.add_argument("--test", help="held-out test file (default: built-in test split, or 10%% of --data)")
-    parser.add_argument("--task", choices=["classification", "causal_lm"], default="classification",
-                        help="task of --data (default classification)")
-    parser.add_argument("--epochs", type=float, default=4, help="training epochs (default 4)")
-    parser.add_argument("--out", default="runs/example_03", help="run folder when training (default runs/example_03)")
+    add_model_and_data_arguments(parser, "runs/example_03")
     return parser.parse_args(argv)
 
 
 def train_run(args: argparse.Namespace):
     tree = {"task": args.task, "model": {"name": args.model},
-            "data": {"train": args.data or "builtin:support_intents/train.jsonl",
-                     "test": args.test or (None if args.data else "builtin:support_intents/test.jsonl"),
-                     "max_length": 64 if args.task == "classification" else 256},
+            "data": data_section(args),
             "method": {"name": args.train_method},
             "train": {"epochs": args.epochs, "batch_size": 16,
                       "learning_rate": 5e-5 if args.train_method == "full" else 2e-3},

@@ -120,9 +120,7 @@ def render(results: dict) -> str:
 
 
 def approach_section(report: dict) -> str:
-    headers = ["approach", report["metric"], "setup s", "latency ms (1 text)", "input tokens"]
-    rows = [[r["approach"], r["quality"], r["setup_seconds"], r["latency_ms"], r["prompt_tokens"]]
-            for r in report["approaches"]]
+    headers, rows = advise.table_rows(report)
     rec = report["recommendation"]
     return (f"## 1. Approach comparison: prompting vs retrieval vs fine-tuning\n\n"
             f"`tunelab advise CONFIG` on the {report['split']} split ({report['examples']} examples). Prompting is "
@@ -225,10 +223,13 @@ def practices_section(results: dict) -> str:
                          f"{r['train_seconds'] / lora['train_seconds']:.1f}x LoRA's training time and "
                          f"{r['peak_rss_mb'] / lora['peak_rss_mb']:.2f}x its peak RSS on this CPU.")
     facts.extend(rank_fact(results))
-    facts.append("- **Full fine-tuning needs a small learning rate** (the bake-off uses "
-                 f"{bakeoff.FULL_WEIGHT_LEARNING_RATE:g}); adapters take 10-100x larger ones.")
-    facts.append("- **Keep a held-out test split** the sweep never sees: the sweep picks on validation, and the "
-                 "bake-off and quantization tables report test.")
+    if "full" in rows and "lora" in rows and rows["full"]["eval_loss"] and rows["lora"]["eval_loss"]:
+        full, lora = rows["full"], rows["lora"]
+        facts.append(f"- **Learning rates differ by method.** Full fine-tuning ran at {full['learning_rate']:g} (the usual rate "
+                     f"for updating every weight, BERT's arXiv 1810.04805) and LoRA at {lora['learning_rate']:g}; "
+                     f"after the same epochs full fine-tuning's validation loss was {full['eval_loss']:.3g} against "
+                     f"LoRA's {lora['eval_loss']:.3g}, so at this budget it was still the less confident of the two.")
+    facts.extend(saturation_fact(results))
     return "## 5. Best practices these runs support\n\n" + "\n".join(facts) + "\n"
 
 
@@ -247,6 +248,19 @@ def rank_fact(results: dict) -> list[str]:
                 "trainable parameters across the axis)."]
     return [f"- **Rank mattered here.** Ranks {ranks_text} spanned {spread:.4f} validation score; the best was "
             f"r={fmt(best['value'])}, the worst r={fmt(worst['value'])}."]
+
+
+def saturation_fact(results: dict) -> list[str]:
+    """Say so when the validation split could not rank the sweep's points (every point at the same score)."""
+    tied = [key for key, report in results["sweeps"].items()
+            if len({r["validation"] for r in report["results"]}) == 1]
+    if not tied:
+        return []
+    score = results["sweeps"][tied[0]]["results"][0]["validation"]
+    n = results.get("validation_examples")
+    return [f"- **A saturated validation split cannot choose settings.** Every {', '.join(tied)} point scored "
+            f"{score:.4g} on {n or 'the'} validation examples, so the sweep could not rank them; sweep on a larger or "
+            "harder validation split, and keep the test split for the final number only."]
 
 
 def production_section(results: dict) -> str:
@@ -289,9 +303,7 @@ def docs_blocks(results: dict) -> dict[str, str]:
     quant = markdown_table(quantize_compare.COLUMNS, [quantize_compare.table_cells(r)
                                                       for r in results["quantization"]["rows"]])
     advice = results["advise"]
-    approaches = markdown_table(["approach", advice["metric"], "setup s", "latency ms", "input tokens"],
-                                [[r["approach"], r["quality"], r["setup_seconds"], r["latency_ms"], r["prompt_tokens"]]
-                                 for r in advice["approaches"]])
+    approaches = markdown_table(*advise.table_rows(advice))
     approaches += f"\n\nRecommendation: **{advice['recommendation']['approach']}**: {advice['recommendation']['reason']}."
     stamp = f"\n\nMeasured by `{results['command']}` on {results['date']} ({results['machine']}); see experiments.md."
     return {"measured:lora-vs-full": lora + stamp, "measured:quantization": quant + stamp,

@@ -53,11 +53,12 @@ def test_example_01_full_fine_tuning_prints_original_vs_fine_tuned(tmp_path, tin
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
 
 
-def test_example_01_causal_path(tmp_path, tiny_llama):
+def test_example_01_causal_path_defaults_to_a_tiny_gpt2(tmp_path):
     rows = [{"instruction": f"Say {w}.", "input": str(i), "output": f"{w} {w}."} for w in ("red", "blue") for i in range(10)]
     data = write_jsonl(tmp_path / "pairs.jsonl", rows)
-    out = run_script(EXAMPLES / "example_01_basic_fine_tuning.py", "--task", "causal", "--model", tiny_llama,
-                     "--data", data, "--epochs", 1, "--out", tmp_path / "run", "eval.max_new_tokens=4")
+    out = run_script(EXAMPLES / "example_01_basic_fine_tuning.py", "--task", "causal", "--data", data, "--epochs", 1,
+                     "--out", tmp_path / "run", "eval.max_new_tokens=4")
+    assert "builtin:tiny-gpt2" in out
     table = out[out.index("== original vs fine-tuned"):]
     assert "perplexity" in table and "rougeL" in table
     header_line(out, "input", "reference", "original", "fine-tuned")

@@ -180,10 +180,14 @@ def _causal(cfg: TunelabConfig, run_dir: Path, train_rows: list[dict], test_rows
     return rows
 
 
-def summary_text(report: dict) -> str:
+def table_rows(report: dict) -> tuple[list[str], list[list]]:
     headers = ["approach", report["metric"], "setup s", "latency ms", "prompt tokens"]
-    rows = [[r["approach"], r["quality"], r["setup_seconds"], r["latency_ms"], r["prompt_tokens"]]
-            for r in report["approaches"]]
+    return headers, [[r["approach"], r["quality"], r["setup_seconds"], r["latency_ms"], r["prompt_tokens"]]
+                     for r in report["approaches"]]
+
+
+def summary_text(report: dict) -> str:
+    headers, rows = table_rows(report)
     rec = report["recommendation"]
     return (f"{report['task']} on {report['split']} ({report['examples']} examples)\n{text_table(headers, rows)}\n"
             f"recommendation: {rec['approach']} ({rec['reason']})\nrule: {rec['rule']}")
