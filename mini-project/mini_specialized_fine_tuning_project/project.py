@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from tunelab.cli import report_problems
-from tunelab.config import load_config
+from tunelab.config import from_dict
+from tunelab.config.load import read_yaml
 from tunelab.errors import TunelabError
 
 HERE = Path(__file__).resolve().parent
@@ -22,10 +23,11 @@ README = HERE / "README.md"
 
 def config(overrides: list[str] = ()):
     """The router's config: configs/ticket_router.yaml, paths under models/, then the caller's overrides."""
+    tree = read_yaml(CONFIG)
     test = DATA / "test.jsonl"  # absent when the data came as one file: prepare then splits test off train
-    paths = [f"data.train={DATA / 'train.jsonl'}", f"data.test={test if test.exists() else 'null'}",
-             f"output.dir={RUN}", "output.overwrite=true"]
-    return load_config(CONFIG, [*paths, *overrides])
+    tree["data"].update(train=str(DATA / "train.jsonl"), test=str(test) if test.exists() else None)
+    tree["output"] = {"dir": str(RUN), "overwrite": True}
+    return from_dict(tree, overrides, name="ticket-router", source=str(CONFIG))
 
 
 def require(path: Path, step: str) -> None:

@@ -37,8 +37,10 @@ def data_and_training(run: dict) -> str:
     d, m = run["data_report"], run["metrics"]
     splits = ", ".join(f"{s['examples']:,} {name}" for name, s in d["splits"].items())
     counts = d["splits"]["train"]["label_distribution"]
-    return (f"**Data:** {splits} tickets, {len(d['labels'])} queues (training tickets per queue: {min(counts.values())} "
-            f"to {max(counts.values())}); {d['leakage'].get('test_in_train', 0)} test tickets also occur in train.\n\n"
+    low, high = min(counts.values()), max(counts.values())
+    per_queue = f"{low} each" if low == high else f"{low} to {high}"
+    return (f"**Data:** {splits} tickets, {len(d['labels'])} queues (training tickets per queue: {per_queue}); "
+            f"{d['leakage'].get('test_in_train', 0)} test tickets also occur in train.\n\n"
             f"**Training** (`python train.py`): {m['method']} on {d['tokenizer']}, {m['trainable_params']:,} of "
             f"{m['total_params']:,} parameters trained ({m['trainable_percent']:.2f}%), {m['train_seconds']:.0f} s on "
             f"{m['device']}, peak RSS {m['peak_rss_mb']:.0f} MiB, adapter {m['artifact_size_mb']:.2f} MiB; best "
@@ -98,24 +100,28 @@ def next_steps(run: dict, err: dict, conf: list[dict]) -> str:
         top = err["pairs"].most_common(3)
         share = sum(n for _, n in top) / len(err["wrong"])
         names = "; ".join(f"{a} -> {b}" for (a, b), _ in top)
-        tips.append(f"- The three most frequent confusions ({names}) hold {share:.0%} of the errors: add training "
-                    "tickets that separate those queues, and check whether their definitions overlap (if the "
-                    "business treats them alike, merge them).")
-    safe = [c for c in conf if c["accuracy"] is not None and c["accuracy"] >= 0.99]
-    if safe:
-        best = max(safe, key=lambda c: c["coverage"])
-        tips.append(f"- Deploy with a confidence threshold: at {best['threshold']} the router handles "
-                    f"{best['coverage']:.1%} of tickets automatically at {best['accuracy']:.1%} accuracy; "
-                    "the rest go to a person.")
+        tips.append(f"- The {len(top)} most frequent confusions ({names}) hold {share:.0%} of the errors: read those "
+                    "tickets, add training tickets that separate the queues, and check whether their definitions "
+                    "overlap (if the business treats them alike, merge them).")
+    overall = 1 - len(err["wrong"]) / err["total"]
+    helpful = [c for c in conf if c["accuracy"] is not None and c["accuracy"] > overall and c["coverage"] < 1]
+    if helpful:
+        best = max(helpful, key=lambda c: (c["accuracy"], c["coverage"]))
+        tips.append(f"- A confidence threshold pays: at {best['threshold']} the router handles {best['coverage']:.1%} "
+                    f"of tickets automatically at {best['accuracy']:.1%} accuracy (vs {overall:.1%} for all); the "
+                    "rest go to a person.")
+    elif err["wrong"]:
+        tips.append(f"- A confidence threshold would not help: the router is as accurate on its confident answers "
+                    f"as on all of them ({overall:.1%}), so its mistakes are confident ones; fix them with data.")
     validation = run["metrics"]["best_eval_metric"]
     test = run["eval"]["metrics"]["accuracy"]["tuned"]
     if validation - test > 0.01:
         tips.append(f"- Validation accuracy ({validation:.4f}) is above test ({test:.4f}): the validation split is "
                     "easier or too small to choose settings with; enlarge it before sweeping settings.")
     counts = run["data_report"]["splits"]["train"]["label_distribution"]
-    smallest = min(counts, key=counts.get)
-    tips.append(f"- The smallest queue ({smallest}) has {counts[smallest]} training tickets; collecting more real "
-                "tickets for the weakest queues helps more than a larger model on data this size.")
+    weakest = min(run["eval"]["per_class"]["tuned"].items(), key=lambda item: (item[1]["recall"], item[0]))[0]
+    tips.append(f"- The weakest queue by recall ({weakest}) has {counts.get(weakest, 0)} training tickets; more real "
+                "tickets for it, especially ones like the misrouted examples above, are the likeliest next gain.")
     q = run["quantization"]
     if q:
         rows = [r for r in q["rows"] if "error" not in r and r["variant"] != "adapter"]

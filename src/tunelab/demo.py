@@ -29,8 +29,8 @@ DEMO_CONFIG = {
 
 
 def demo_config(out: str | Path, overrides: list[str] = ()):
-    output = [f"output.dir={out}", "output.overwrite=true"]
-    return from_dict(DEMO_CONFIG, [*overrides, *output], name="demo", source="demo config")
+    tree = {**DEMO_CONFIG, "output": {"dir": str(out), "overwrite": True}}
+    return from_dict(tree, overrides, name="demo", source="demo config")
 
 
 def run(out: str | Path = "runs/demo", overrides: list[str] = (), echo: Callable[[str], None] = lambda _: None) -> dict:
