@@ -93,7 +93,7 @@ def test_example_03_quantization_table_and_tradeoffs(tmp_path, tiny_bert, ticket
 
 def test_example_04_prepares_three_formats_and_reports_the_broken_file(tmp_path, tiny_bert, tiny_llama):
     out = run_script(EXAMPLES / "example_04_dataset_preparation.py", "--model", tiny_bert, "--causal-model",
-                     tiny_llama, "--epochs", 1, "--out", tmp_path / "ex4", "data.max_rows=24", "eval.max_new_tokens=4")
+                     tiny_llama, "--epochs", 1, "--out", tmp_path / "ex4", "data.max_rows=60", "eval.max_new_tokens=4")
     assert out.count("tunelab prepare:") == 3
     assert "(chat format)" in out and "(instruction format)" in out and "(classification format)" in out
     broken = out[out.index("a deliberately broken file"):]
