@@ -296,10 +296,11 @@ def serve_load_sentence(load: dict) -> str:
 
 def docs_blocks(results: dict) -> dict[str, str]:
     """The measured tables quoted by the concept guides, keyed by their marker name."""
-    rows = [r for r in _ok(results["bakeoff"]["rows"])]
-    headers = ["method", "trainable %", "peak RSS MiB", "train s", "adapter/model MiB", results["bakeoff"]["rows"][0].get("metric", "metric")]
-    lora = markdown_table(headers, [[r["method"], r["trainable_percent"], r["peak_rss_mb"], r["train_seconds"],
-                                     r["artifact_size_mb"], r["tuned"]] for r in rows])
+    rows = _ok(results["bakeoff"]["rows"])
+    metric = rows[0]["metric"] if rows else "metric"
+    lora = markdown_table(["method", "trainable %", "peak RSS MiB", "train s", "adapter/model MiB", f"test {metric}"],
+                          [[r["method"], r["trainable_percent"], r["peak_rss_mb"], r["train_seconds"],
+                            r["artifact_size_mb"], r["tuned"]] for r in rows])
     quant = markdown_table(quantize_compare.COLUMNS, [quantize_compare.table_cells(r)
                                                       for r in results["quantization"]["rows"]])
     advice = results["advise"]
