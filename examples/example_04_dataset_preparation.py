@@ -121,7 +121,7 @@ def config_for(name: str, spec: dict, args: argparse.Namespace, out: Path):
             "method": {"name": "lora" if classification else "full"},
             "train": {"epochs": args.epochs or (3 if classification else 8), "batch_size": 16 if classification else 8,
                       "learning_rate": 2e-3 if classification else 3e-3},
-            "eval": {"max_new_tokens": 48},
+            "eval": {"max_new_tokens": 32},
             "output": {"dir": str(out / name), "overwrite": True}}
     return from_dict(tree, args.overrides, name=name, source=f"example_04 {name}")
 
