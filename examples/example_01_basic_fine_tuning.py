@@ -5,7 +5,7 @@ What it demonstrates
     test split is then scored twice: by the original model and by the fine-tuned one, with a 95%
     bootstrap confidence interval of the difference, and a few test examples are shown side by side.
 
-    python examples/example_01_basic_fine_tuning.py                      # MiniLM on the built-in intents (~3 min)
+    python examples/example_01_basic_fine_tuning.py                      # MiniLM on the built-in intents (~5 min)
     python examples/example_01_basic_fine_tuning.py --task causal        # a tiny GPT-2 on built-in support replies
     python examples/example_01_basic_fine_tuning.py --task causal --model distilgpt2   # needs the hub (or a folder)
     python examples/example_01_basic_fine_tuning.py --data my.csv --test my_test.csv train.epochs=2

@@ -12,7 +12,7 @@ What it demonstrates
       (needs pip install -e ".[gptq]" torch==2.13.0; skipped with a note when missing);
     - dynamic-int8: PyTorch's dynamic int8 Linear layers, the CPU-native path.
 
-    python examples/example_03_quantization.py                           # trains MiniLM LoRA first (~6 min)
+    python examples/example_03_quantization.py                           # trains MiniLM LoRA first (~10 min)
     python examples/example_03_quantization.py --train-method qlora      # train on a 4-bit base (QLoRA) first
     python examples/example_03_quantization.py --run runs/my-run         # quantize a run you already have
     python examples/example_03_quantization.py --methods nf4,dynamic-int8 --model my-model-folder --data my.csv

@@ -11,7 +11,7 @@ What it demonstrates
     4. Fine-tuning on each dataset, then perplexity, BLEU and ROUGE-L (chat, generation) and accuracy
        (classification) before and after, on held-out data.
 
-    python examples/example_04_dataset_preparation.py                  # all three formats (~5 min)
+    python examples/example_04_dataset_preparation.py                  # all three formats (~8 min)
     python examples/example_04_dataset_preparation.py --formats chat,generation --causal-model gpt2
     python examples/example_04_dataset_preparation.py --data my_tickets.csv data.text_field=body data.label_field=team
 
