@@ -37,7 +37,7 @@ from tunelab.config.schema import QUANTIZE_METHODS
 from tunelab.cli import report_problems
 from tunelab.errors import TunelabError
 from tunelab.inference import open_run
-from tunelab.quantizers import missing_extra
+from tunelab.quantizers import installed
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,10 +69,7 @@ def train_run(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
-    methods = [m for m in wanted if m not in QUANTIZE_METHODS or missing_extra(m) is None]
-    for name in sorted(set(wanted) - set(methods)):
-        print(f"skipping {name}: it needs pip install -e '.[{missing_extra(name)}]'")
+    methods = installed([m.strip() for m in args.methods.split(",") if m.strip()])
     try:
         run_dir = args.run or train_run(args)
         print(f"[2/3] quantizing {run_dir}: {', '.join(methods)} ...")

@@ -27,7 +27,7 @@ from tunelab.config import load_config, to_yaml
 from tunelab.errors import TunelabError
 from tunelab.inference import open_run
 from tunelab.modeling import cpu_count, cpu_description
-from tunelab.quantizers import missing_extra
+from tunelab.quantizers import installed
 from tunelab.runs import read_json, versions, write_json
 from tunelab.tables import fmt, markdown_table, replace_marked
 
@@ -84,9 +84,7 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 def quantization(run_dir: Path, methods: list[str]) -> dict:
-    available = [m for m in methods if missing_extra(m) is None]
-    for name in sorted(set(methods) - set(available)):
-        print(f"skipping {name}: it needs pip install 'tunelab[{missing_extra(name)}]'")
+    available = installed(methods)
     quantize.run(run_dir, available, echo=print)
     run_dir, cfg = open_run(run_dir)
     return quantize_compare.compare(run_dir, cfg, available, echo=print)

@@ -353,3 +353,12 @@ def test_tradeoffs_name_the_fastest_smallest_and_slower_copies():
     assert lines[1].startswith("smallest: nf4") and lines[2].startswith("closest to fp32: nf4")
     assert lines[3] == "slower than fp32 on this machine: nf4 (they save memory, not time, here)"
     assert tradeoffs({"reference": "merged", "rows": [row("merged", 90, 40)]}) == []
+
+
+def test_installed_drops_methods_whose_library_is_missing_and_says_so(monkeypatch):
+    from tunelab import quantizers
+
+    monkeypatch.setattr(quantizers, "missing_extra", lambda name: "gptq" if name == "gptq" else None)
+    said = []
+    assert quantizers.installed(["nf4", "gptq", "bogus", "dynamic-int8"], said.append) == ["nf4", "bogus", "dynamic-int8"]
+    assert said == ["skipping gptq: it needs pip install 'tunelab[gptq]'"]

@@ -17,7 +17,7 @@ from project import RUN, main_guard, require
 
 from tunelab import quantize, quantize_compare
 from tunelab.inference import open_run
-from tunelab.quantizers import missing_extra
+from tunelab.quantizers import installed
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.methods:
             methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         else:
-            methods = [m for m in [*cfg.quantize.methods, "gptq"] if missing_extra(m) is None]
+            methods = installed([*cfg.quantize.methods, "gptq"], echo=lambda _: None)  # gptq only when installed
         written = quantize.run(run_dir, list(dict.fromkeys(methods)), echo=print)
         report = quantize_compare.compare(run_dir, cfg, list(written), echo=print)
         print(quantize_compare.summary_text(report))

@@ -23,7 +23,7 @@ from tunelab.config.load import apply_override, validate
 from tunelab.config.schema import QUANTIZE_METHODS, TunelabConfig
 from tunelab.errors import ConfigError
 from tunelab.modeling import silence_known_warnings
-from tunelab.quantizers import CPU, QUANTIZERS, Job, check_methods, missing_extra
+from tunelab.quantizers import CPU, QUANTIZERS, Job, check_methods, installed
 from tunelab.runs import read_json, run_labels, versions, write_json
 
 INFO_FILE = "quantized.json"
@@ -42,9 +42,7 @@ def run(run_dir: str | Path, methods: list[str] | None = None, overrides: Iterab
     run_dir, cfg = open_run(run_dir)
     cfg = with_overrides(cfg, overrides)
     if not methods:  # the configured defaults: leave out those whose library is not installed, and say so
-        methods = [m for m in cfg.quantize.methods if missing_extra(m) is None]
-        for name in sorted(set(cfg.quantize.methods) - set(methods)):
-            echo(f"skipping {name}: it needs pip install 'tunelab[{missing_extra(name)}]'")
+        methods = installed(cfg.quantize.methods, echo)
     check_methods(methods, device)
     silence_known_warnings()
     job = Job(cfg, fp32_folder(run_dir, echo), run_dir / "tokenizer",

@@ -188,6 +188,14 @@ def missing_extra(name: str) -> str | None:
     return requires[1] if requires and importlib.util.find_spec(requires[0]) is None else None
 
 
+def installed(methods: list[str], echo: Callable[[str], None] = print) -> list[str]:
+    """The methods whose library is installed (unknown names kept, for check_methods to refuse); say which are skipped."""
+    kept = [m for m in methods if m not in QUANTIZERS or missing_extra(m) is None]
+    for name in sorted(set(methods) - set(kept)):
+        echo(f"skipping {name}: it needs pip install 'tunelab[{missing_extra(name)}]'")
+    return kept
+
+
 def check_methods(methods: list[str], device: str) -> None:
     """Refuse unknown methods, methods that cannot run on ``device`` and missing extras, all at once."""
     problems = []
