@@ -98,11 +98,14 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve_load.json"))
     args = parser.parse_args()
     from tunelab.inference import open_run
+    from tunelab.serve import ServeSettings
 
     _, cfg = open_run(args.run)
     plan = requests_for(cfg.task, args.requests, args.bad_share)
     rows = []
-    for label, batch_size in (("one request at a time", 1), ("micro-batched (8, 5 ms)", 8)):
+    defaults = ServeSettings()
+    batched = f"micro-batched ({defaults.max_batch_size}, {defaults.max_wait_ms:g} ms)"
+    for label, batch_size in (("one request at a time", 1), (batched, defaults.max_batch_size)):
         port = free_port()
         server = start_server(args.run, port, batch_size)
         try:
@@ -117,7 +120,9 @@ def main() -> None:
     speedup = rows[1]["requests_per_second"] / rows[0]["requests_per_second"]
     report = {"run": args.run, "task": cfg.task, "clients": args.clients, "requests": args.requests,
               "bad_share": args.bad_share, "cpu_count": os.cpu_count(), "rows": rows,
-              "batching_speedup": round(speedup, 2)}
+              "batching_speedup": round(speedup, 2),
+              "verdicts": [{"target": f"micro-batching requests/s vs one at a time, {args.clients} clients",
+                            "goal": ">= 3x", "measured": f"{speedup:.2f}x", "met": speedup >= 3}]}
     print(f"\n{'server':<26}{'req/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'RSS MiB':>9}  statuses")
     for r in rows:
         print(f"{r['server']:<26}{r['requests_per_second']:>8}{r['p50_ms']:>9}{r['p95_ms']:>9}{r['p99_ms']:>9}"

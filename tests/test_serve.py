@@ -143,7 +143,7 @@ def test_serve_cli_binds_loopback_by_default_and_refuses_missing_runs(tmp_path, 
     from tunelab.cli import build_parser
 
     args = build_parser().parse_args(["serve", str(tmp_path)])
-    assert args.host == "127.0.0.1" and args.port == 8000 and args.max_batch_size == 8
+    assert args.host == "127.0.0.1" and args.port == 8000 and args.max_batch_size == 16
     code, _, err = run_cli("serve", tmp_path / "nope")
     assert code == 2 and "not a tunelab run folder" in err
 

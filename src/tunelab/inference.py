@@ -88,8 +88,12 @@ def load_variant(run_dir: Path, cfg: TunelabConfig, labels: list[str] | None, va
             return load_base_model(cfg, labels, device, location=str(folder))
         from peft import PeftModel
 
+        from tunelab.modeling import only_needed_peft_backends
+
         bits = None if full_precision_base else BASE_BITS.get(cfg.method.name)
-        return PeftModel.from_pretrained(load_base_model(cfg, labels, device, bits=bits), folder)
+        base = load_base_model(cfg, labels, device, bits=bits)
+        with only_needed_peft_backends(base):
+            return PeftModel.from_pretrained(base, folder)
     if variant == "merged":
         if not folder.exists():
             raise RunFolderError(f"{run_dir}: no merged/ folder; write it with tunelab merge {run_dir}")

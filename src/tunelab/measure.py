@@ -28,14 +28,16 @@ TIMED_NEW_TOKENS = 16
 GENERATED_EXAMPLES = 32   # prompts whose greedy completions are compared token by token
 
 
-def measure(run_dir: str | Path, variant: str | None, split: str, max_examples: int | None = None) -> dict:
+def measure(run_dir: str | Path, variant: str | None, split: str, max_examples: int | None = None,
+            threads: int | None = None) -> dict:
+    from tunelab import threads as thread_choice
     from tunelab.evaluate import read_split
-    from tunelab.modeling import peak_rss_mb, set_threads
+    from tunelab.modeling import peak_rss_mb
 
     start = time.perf_counter()
     loaded = load_run(run_dir, variant)
     load_seconds = time.perf_counter() - start
-    set_threads(loaded.cfg)
+    thread_choice.apply(threads or loaded.cfg.train.threads)
     examples = read_split(loaded.run_dir, split)[: max_examples or loaded.cfg.eval.max_examples or None]
     if not examples:
         raise TunelabError(f"{loaded.run_dir}: split '{split}' has no examples to measure")
@@ -149,9 +151,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--max-examples", type=int, default=None)
     parser.add_argument("--out", required=True, help="JSON file for the result")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: train.threads, or measured)")
     args = parser.parse_args(argv)
     variant = None if args.variant in ("adapter", "model") else args.variant
-    result = measure(args.run, variant, args.split, args.max_examples)
+    result = measure(args.run, variant, args.split, args.max_examples, args.threads)
     write_json(Path(args.out), {**result, "variant": args.variant})
 
 

@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from tunelab.config.schema import METHOD_NAMES, TunelabConfig
 from tunelab.errors import TunelabError
-from tunelab.modeling import Device, load_base_model
+from tunelab.modeling import Device, load_base_model, only_needed_peft_backends
 
 
 @dataclass
@@ -82,10 +82,11 @@ def lora_config(ctx: MethodContext, config_class=None, **extra):
 def _with_adapter(ctx: MethodContext, model: nn.Module, config) -> nn.Module:
     from peft import PeftModel, get_peft_model
 
-    if ctx.cfg.method.init_from:
-        # Continue from an existing adapter: its own config, weights trainable.
-        return PeftModel.from_pretrained(model, ctx.cfg.method.init_from, is_trainable=True)
-    return get_peft_model(model, config)
+    with only_needed_peft_backends(model):
+        if ctx.cfg.method.init_from:
+            # Continue from an existing adapter: its own config, weights trainable.
+            return PeftModel.from_pretrained(model, ctx.cfg.method.init_from, is_trainable=True)
+        return get_peft_model(model, config)
 
 
 def lora(ctx: MethodContext, **extra) -> nn.Module:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,12 +85,10 @@ def cpu_description() -> str:
 
 
 def set_threads(cfg: TunelabConfig) -> int:
-    """Apply ``train.threads`` (default: every usable core) to torch; return the count."""
-    import torch
+    """Apply ``train.threads`` (default: the count measured fastest now, see ``tunelab.threads``); return it."""
+    from tunelab import threads
 
-    threads = cfg.train.threads or cpu_count()
-    torch.set_num_threads(threads)
-    return threads
+    return threads.apply(cfg.train.threads)
 
 
 def quantization_config(cfg: TunelabConfig, bits: int | None, device: Device, needed_by: str | None = None):
@@ -191,6 +190,41 @@ def silence_known_warnings() -> None:
         lambda record: "inputs will be cast from" not in record.getMessage())
     # rouge-score logs "Using default tokenizer." at INFO on every call once anything enables INFO logging.
     logging.getLogger("absl").setLevel(logging.WARNING)
+
+
+@contextmanager
+def only_needed_peft_backends(model):
+    """Keep PEFT from importing gptqmodel for a model that has no GPTQ layers.
+
+    For every layer it adapts, PEFT asks each quantization backend it knows whether the layer is
+    theirs; with gptqmodel installed, that question imports gptqmodel (measured: 140 MB more RSS,
+    seconds of start-up and a banner) even for a plain fp32 model. For the duration, a model
+    without a GPTQ quantization config gets the answer "gptqmodel is not installed".
+    """
+    import sys
+
+    quant = getattr(getattr(model, "config", None), "quantization_config", None)
+    method = quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
+    if "gptq" in str(getattr(method, "value", method)).lower() or "gptqmodel" in sys.modules:
+        yield  # a GPTQ model, or gptqmodel is loaded already: nothing to save
+        return
+    import peft.import_utils
+
+    original = getattr(peft.import_utils, "is_gptqmodel_available", None)
+    # PEFT modules import the check by name, so every module holding it gets the stand-in.
+    holders = [m for name, m in list(sys.modules.items())
+               if name.startswith("peft") and original is not None and getattr(m, "is_gptqmodel_available", None) is original]
+    for module in holders:
+        module.is_gptqmodel_available = _gptqmodel_absent
+    try:
+        yield
+    finally:
+        for module in holders:
+            module.is_gptqmodel_available = original
+
+
+def _gptqmodel_absent() -> bool:
+    return False
 
 
 def quietly(load, *args, **kwargs):

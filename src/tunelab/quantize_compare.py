@@ -20,8 +20,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from tunelab import threads as thread_choice
 from tunelab.config.schema import TunelabConfig
-from tunelab.modeling import cpu_count, cpu_description
+from tunelab.modeling import cpu_description
 from tunelab.runs import read_json, versions, write_json
 from tunelab.tables import markdown_table, text_table
 
@@ -37,10 +38,12 @@ def compare(run_dir: Path, cfg: TunelabConfig, methods: list[str], split: str | 
     split = split or cfg.eval.split
     reference = "model" if (run_dir / "model").exists() else "merged"
     variants = [reference] + (["adapter"] if reference == "merged" else []) + list(methods)
+    # One thread count for every variant, chosen once, so the latencies compare like with like.
+    threads = cfg.train.threads or thread_choice.pick()
     rows = []
     for i, variant in enumerate(variants, start=1):
         echo(f"measuring {variant} ({i}/{len(variants)})")
-        row = measure_in_child(run_dir, variant, split, max_examples)
+        row = measure_in_child(run_dir, variant, split, max_examples, threads)
         folder = variant_folder(run_dir, None if variant in ("model", "adapter") else variant)
         row["disk_mb"] = round(folder_bytes(folder) / 2**20, 2)
         rows.append(row)
@@ -51,7 +54,7 @@ def compare(run_dir: Path, cfg: TunelabConfig, methods: list[str], split: str | 
     for row in rows:
         row.pop("probabilities", None), row.pop("example_nll", None), row.pop("completions", None)
     report = {"run": str(run_dir), "task": cfg.task, "split": split, "reference": reference,
-              "machine": cpu_description(), "threads": cfg.train.threads or cpu_count(),
+              "machine": cpu_description(), "threads": threads,
               "timing": {"warmup": cfg.quantize.timing_warmup, "repeats": cfg.quantize.timing_repeats,
                          "statistic": "median"},
               "versions": versions(), "rows": rows}
@@ -60,11 +63,12 @@ def compare(run_dir: Path, cfg: TunelabConfig, methods: list[str], split: str | 
     return report
 
 
-def measure_in_child(run_dir: Path, variant: str, split: str, max_examples: int | None) -> dict:
+def measure_in_child(run_dir: Path, variant: str, split: str, max_examples: int | None, threads: int) -> dict:
     """Run ``tunelab.measure`` in a fresh process; a failure becomes a row that says why."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        command = [sys.executable, "-m", "tunelab.measure", str(run_dir), variant, "--split", split, "--out", str(out)]
+        command = [sys.executable, "-m", "tunelab.measure", str(run_dir), variant, "--split", split, "--out", str(out),
+                   "--threads", str(threads)]
         if max_examples:
             command += ["--max-examples", str(max_examples)]
         child = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

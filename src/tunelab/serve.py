@@ -27,7 +27,7 @@ from tunelab.inference import LoadedRun, classify, generate, render_prompt
 
 @dataclass
 class ServeSettings:
-    max_batch_size: int = 8          # requests sharing one forward pass
+    max_batch_size: int = 16         # requests sharing one forward pass
     max_wait_ms: float = 5.0         # how long the first request of a batch waits for company
     max_tokens_cap: int = 256        # the largest max_tokens a request may ask for
     max_inputs: int = 64             # texts per /v1/classify call
@@ -264,6 +264,7 @@ def run(run_dir: str, variant: str | None, host: str, port: int, settings: Serve
     """Load the run and serve it until interrupted."""
     from tunelab.errors import TunelabError
     from tunelab.inference import load_run
+    from tunelab.modeling import set_threads
 
     try:
         import fastapi  # noqa: F401
@@ -272,8 +273,9 @@ def run(run_dir: str, variant: str | None, host: str, port: int, settings: Serve
         raise TunelabError("tunelab serve needs FastAPI and uvicorn; install them with pip install 'tunelab[serve]'") from None
 
     loaded = load_run(run_dir, variant)
+    threads = set_threads(loaded.cfg)
     model_id = loaded.run_dir.name + (f"-{variant}" if variant else "")
     app = create_app(loaded, settings, model_id)
     where = "" if host in ("127.0.0.1", "localhost", "::1") else " (reachable from other machines)"
-    echo(f"serving {model_id} ({loaded.cfg.task}) on http://{host}:{port}{where}; Ctrl+C stops")
+    echo(f"serving {model_id} ({loaded.cfg.task}, {threads} threads) on http://{host}:{port}{where}; Ctrl+C stops")
     uvicorn.run(app, host=host, port=port, log_level="warning")

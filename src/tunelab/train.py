@@ -80,7 +80,7 @@ def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
     has_eval = cfg.train.eval_strategy != "no" and len(data["validation"]) > 0
     trainer = Trainer(
         model=model, args=training_arguments(cfg, run_dir, device, has_eval),
-        train_dataset=data["train"], eval_dataset=data["validation"] if has_eval else None,
+        train_dataset=data["train"], eval_dataset=by_length(data["validation"]) if has_eval else None,
         data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
         compute_metrics=_classification_metrics() if cfg.task == "classification" else None,
         callbacks=callbacks(cfg, run_dir, has_eval))
@@ -107,6 +107,12 @@ def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
     write_json(run_dir / "versions.json", {**versions(), "device": device.description, "threads": threads})
     (run_dir / COMPLETE_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
     return run_dir
+
+
+def by_length(split):
+    """The split ordered by length, so evaluation batches carry little padding (metrics ignore order)."""
+    lengths = [len(ids) for ids in split["input_ids"]]
+    return split.select(sorted(range(len(lengths)), key=lengths.__getitem__))
 
 
 def enable_checkpointing(model) -> None:

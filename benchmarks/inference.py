@@ -1,6 +1,6 @@
-"""Quantization on this machine: every method against fp32, for a real classifier and a ~60M causal LM.
+"""Inference on this machine: fp32 against every quantized variant, for a real classifier and a ~60M causal LM.
 
-    python benchmarks/quantization.py [--out benchmarks/results] [--skip-gptq]
+    python benchmarks/inference.py [--out benchmarks/results] [--skip-gptq]
 
 1. MiniLM (the shipped all-MiniLM-L6-v2) LoRA-tuned on the built-in support intents: real weights,
    so its accuracy change is a real quality cost.
@@ -10,8 +10,11 @@
 
 Each run goes through ``tunelab quantize RUN --method int8,nf4,gptq,dynamic-int8 --compare``, which
 measures every variant in its own process (latency: median of repeated timed calls after warm-up).
-Prints the tables and writes ``OUT/quantization.json`` and ``OUT/quantization.md``. Not a timed test: expect noise on a shared
-machine, and compare ratios within one table.
+Latency at batch 1 and 8 and throughput at batch 8 (examples/s for the classifier, generated tokens/s
+for the causal LM), all in ``torch.inference_mode`` with the measured thread count. The deployment
+target: the fastest quantized variant at least 1.5x fp32's batch-8 throughput, losing at most 1 point
+of accuracy. Prints the tables and writes ``OUT/inference.json`` and ``OUT/inference.md``. Not a timed
+test: expect noise on a shared machine, and compare ratios within one table.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+
+from common import machine
 
 from tunelab import quantize, quantize_compare, train
 from tunelab.config import load_config
@@ -59,7 +64,7 @@ def compare(run_dir: Path, methods: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for quantization.json")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for inference.json and inference.md")
     parser.add_argument("--work", default=str(ROOT / "benchmarks" / ".work"), help="folder for the runs")
     parser.add_argument("--skip-gptq", action="store_true", help="leave GPTQ out (it needs tunelab[gptq])")
     args = parser.parse_args()
@@ -70,12 +75,35 @@ def main() -> None:
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    results = {"versions": versions(), "methods": methods,
+    results = {"machine": machine(), "versions": versions(), "methods": methods,
                "minilm_intents": compare(classifier_run(work), methods),
                "llama60m_instructions": compare(causal_run(work), methods)}
-    (out / "quantization.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    (out / "quantization.md").write_text(markdown(results), encoding="utf-8")
-    print(f"wrote {out / 'quantization.json'} and quantization.md")
+    results["verdicts"] = verdicts(results["minilm_intents"])
+    for v in results["verdicts"]:
+        print(f"{v['target']}: {v['measured']} (goal {v['goal']}) {'met' if v['met'] else 'MISSED'}")
+    (out / "inference.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (out / "inference.md").write_text(markdown(results), encoding="utf-8")
+    print(f"wrote {out / 'inference.json'} and inference.md")
+
+
+def verdicts(report: dict) -> list[dict]:
+    """The deployment target on the classifier: fastest quantized variant within 1 point of fp32."""
+    rows = {r["variant"]: r for r in report["rows"] if "throughput" in r}  # failed variants have no numbers
+    fp32 = rows[report["reference"]]
+    quantized = [r for name, r in rows.items() if name not in ("model", "merged", "adapter")]
+    fastest = max(quantized, key=lambda r: r["throughput"])
+    speedup = round(fastest["throughput"] / fp32["throughput"], 2)
+    change = round(100 * (fastest["metric_value"] - fp32["metric_value"]), 2)
+    within = [r for r in quantized if 100 * (r["metric_value"] - fp32["metric_value"]) >= -1]
+    best_within = max(within, key=lambda r: r["throughput"]) if within else None
+    return [{"target": f"fastest quantized ({fastest['variant']}) batch-8 throughput vs fp32", "goal": ">= 1.5x",
+             "measured": f"{speedup:g}x", "met": speedup >= 1.5},
+            {"target": f"its accuracy change ({fastest['variant']})", "goal": ">= -1 pt",
+             "measured": f"{change:+g} pt", "met": change >= -1},
+            {"target": "fastest variant within 1 point: throughput vs fp32", "goal": ">= 1.5x",
+             "measured": (f"{best_within['variant']} {best_within['throughput'] / fp32['throughput']:.2f}x"
+                          if best_within else "none within 1 point"),
+             "met": bool(best_within) and best_within["throughput"] / fp32["throughput"] >= 1.5}]
 
 
 def markdown(results: dict) -> str:

@@ -1,0 +1,146 @@
+"""Run every performance benchmark, then write benchmarks/RESULTS.md and the README's results table.
+
+    python benchmarks/run_all.py [--only train_throughput,levers,memory,inference,serve_load] [--render-only] [--quick]
+
+Each benchmark runs in its own process and writes its JSON to benchmarks/results/; RESULTS.md is
+rendered from those files alone (machine, date, medians, ratios, and every target met or missed), so
+`--render-only` rebuilds it without measuring anything. The README's table between the
+`<!-- measured:performance -->` markers is refilled the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+from common import QUIET_ENV, RESULTS, ROOT, WORK
+
+from tunelab.tables import markdown_table, replace_marked
+
+ORDER = ("train_throughput", "levers", "memory", "inference", "serve_load")
+SERVE_RUN = WORK / "minilm-intents"  # trained by inference.py
+
+
+def run(name: str, quick: bool) -> None:
+    script = ROOT / "benchmarks" / f"{name}.py"
+    extra = {"train_throughput": ["--quick"] if quick else [],
+             "levers": ["--quick"] if quick else [],
+             "memory": ["--steps", "3", "--models", "minilm"] if quick else [],
+             "inference": ["--skip-gptq"] if quick else [],
+             "serve_load": [str(SERVE_RUN)] + (["--requests", "64"] if quick else [])}[name]
+    print(f"== {name} {' '.join(extra)}", flush=True)
+    done = subprocess.run([sys.executable, str(script), *extra], env={**os.environ, **QUIET_ENV})
+    if done.returncode != 0:
+        raise SystemExit(f"{name}.py failed (exit code {done.returncode})")
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def verdict_rows(results: dict) -> list[list]:
+    rows = []
+    for name in ORDER:
+        for v in (results.get(name) or {}).get("verdicts", []):
+            rows.append([v["target"], v["goal"], v["measured"], "met" if v["met"] else "**missed**"])
+    return rows
+
+
+def train_section(data: dict) -> str:
+    peak = data["matmul_peak"]
+    lines = [f"fp32 matmul peak measured in the same run: **{peak['gflops']} GFLOP/s** ({peak['threads']} threads; "
+             f"GFLOP/s by size: {', '.join(f'{n}: {g}' for n, g in peak['per_size'].items())}).", ""]
+    headers = ["case", "contestant", "train s", "samples/s", "non-pad tokens/s", "peak RSS MiB", "metric",
+               "x baseline", "GFLOP/s (MFU)"]
+    rows = []
+    for case, c in data["cases"].items():
+        for r in c["rows"]:
+            mfu = f"{r['gflops']} ({r['gflops'] / peak['gflops']:.0%})" if "gflops" in r else ""
+            rows.append([case, r["contestant"], r["train_seconds"], r["samples_per_second"], r["tokens_per_second"],
+                         r["peak_rss_mb"], f"{c['metric']} {r['metric']}", r.get("speedup_samples", 1), mfu])
+    lines.append(markdown_table(headers, rows))
+    for case, c in data["cases"].items():
+        lines.append(f"\n{case}: {c['rows_trained']} training rows, {c['mean_tokens']} tokens each on average, "
+                     f"{c['epochs']:g} epoch(s), learning rate {c['lr']:g} for every contestant.")
+    return "\n".join(lines)
+
+
+def levers_section(data: dict) -> str:
+    headers = ["lever", "setting (* tunelab's default)", "seconds per pass", "examples/s (inference: ms)",
+               "x the first setting"]
+    rows = [[r["lever"], r["setting"] + (" *" if r["tunelab_default"] else ""), r.get("seconds", ""),
+             r.get("examples_per_second", r.get("ms", "")), r["ratio"]] for r in data["rows"]]
+    return (f"{data['description']}\n\n" + markdown_table(headers, rows)
+            + "\n\ntunelab's defaults:\n" + "\n".join(f"- {line}" for line in data["kept"]))
+
+
+def memory_section(data: dict) -> str:
+    headers = ["model", "method", "trainable params", "peak RSS MiB", "RSS after imports MiB", "method MiB",
+               "peak vs full", "method MiB vs full"]
+    rows = [[name, r["method"], f"{r['trainable_params']:,}", r["peak_rss_mb"], r["rss_after_imports_mb"],
+             r["method_mb"], r.get("peak_vs_full", ""), r.get("method_mb_vs_full", "")]
+            for name, m in data["models"].items() for r in m["rows"]]
+    return ("Peak RSS of the whole training process; \"method MiB\" is the peak minus the RSS once torch, "
+            "transformers and PEFT are imported (the same for every method).\n\n" + markdown_table(headers, rows))
+
+
+def inference_section() -> str:
+    path = RESULTS / "inference.md"
+    return path.read_text(encoding="utf-8").replace("## ", "### ") if path.exists() else ""
+
+
+def serve_section(data: dict) -> str:
+    headers = ["server", "requests/s", "p50 ms", "p95 ms", "p99 ms", "server peak RSS MiB", "responses by status"]
+    rows = [[r["server"], r["requests_per_second"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r["server_peak_rss_mb"],
+             ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items()))] for r in data["rows"]]
+    return (f"{data['requests']} requests from {data['clients']} concurrent clients, {data['bad_share']:.0%} of them "
+            f"malformed or oversized, against `tunelab serve` on the MiniLM intents run.\n\n"
+            + markdown_table(headers, rows) + f"\n\nMicro-batching: **{data['batching_speedup']}x** the requests/s.")
+
+
+def render(results: dict) -> str:
+    header = next((results[n]["machine"] for n in ORDER if results.get(n) and "machine" in results[n]), {})
+    parts = ["# Performance results", "",
+             "Written by `python benchmarks/run_all.py` from the JSON files in `benchmarks/results/`; nothing here "
+             "is typed in. Every ratio compares contestants measured one after another in the same run.", ""]
+    if header:
+        parts += [f"Machine: {header['cpu']}, {header['cores']} usable cores, {header['memory_gib']} GiB; "
+                  f"measured {header['date']}; Python {header['python']}, torch {header.get('torch')}, "
+                  f"transformers {header.get('transformers')}, peft {header.get('peft')}.", ""]
+    parts += ["## Targets", "", markdown_table(["target", "goal", "measured", "result"], verdict_rows(results)), ""]
+    sections = {"train_throughput": ("Training throughput (`train_throughput.py`)", train_section),
+                "levers": ("Each lever on its own (`levers.py`)", levers_section),
+                "memory": ("Training memory (`memory.py`)", memory_section),
+                "serve_load": ("Serving under load (`serve_load.py`)", serve_section)}
+    for name in ORDER:
+        if name == "inference" and (RESULTS / "inference.md").exists():
+            parts += ["## Inference: fp32 vs quantized (`inference.py`)", "", inference_section(), ""]
+        elif name in sections and results.get(name):
+            title, build = sections[name]
+            parts += [f"## {title}", "", build(results[name]), ""]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(ORDER), help=f"comma-separated benchmarks (default all: {', '.join(ORDER)})")
+    parser.add_argument("--render-only", action="store_true", help="rebuild RESULTS.md and the README table from the JSON")
+    parser.add_argument("--quick", action="store_true", help="small settings that check every script runs (numbers meaningless)")
+    args = parser.parse_args(argv)
+    if not args.render_only:
+        for name in args.only.split(","):
+            run(name, args.quick)
+    results = {name: load(name) for name in ORDER}
+    (ROOT / "benchmarks" / "RESULTS.md").write_text(render(results), encoding="utf-8")
+    readme = ROOT / "README.md"
+    table = markdown_table(["target", "goal", "measured", "result"], verdict_rows(results))
+    readme.write_text(replace_marked(readme.read_text(encoding="utf-8"), "measured:performance", table), encoding="utf-8")
+    print(f"wrote {ROOT / 'benchmarks' / 'RESULTS.md'} and the README's performance table")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Speed defaults (measured thread count, length grouping, no LoRA dropout) and the benchmarks' arithmetic."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import train_config
+from tunelab import threads
+from tunelab.config import load_config
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+
+@pytest.fixture
+def keep_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_thread_candidates_are_one_half_and_all_cores():
+    assert threads.candidates(1) == [1]
+    assert threads.candidates(2) == [1, 2]
+    assert threads.candidates(16) == [1, 8, 16]
+
+
+@pytest.mark.parametrize("fastest", [1, 2])
+def test_the_fastest_thread_count_on_the_probe_wins(monkeypatch, keep_threads, fastest):
+    # A busy neighbour makes the second thread spin (1 wins); an idle machine rewards both cores (2 wins).
+    monkeypatch.setattr(threads, "probe_seconds", lambda n: 0.01 if n == fastest else 0.03)
+    assert threads.pick(cores=2) == fastest
+
+
+def test_a_real_probe_picks_a_candidate_and_apply_sets_torch(keep_threads):
+    assert threads.pick(cores=2) in (1, 2)
+    assert threads.apply(3) == 3 and torch.get_num_threads() == 3
+
+
+def test_training_measures_threads_unless_the_config_sets_them(tmp_path, tiny_bert, monkeypatch, keep_threads):
+    from tunelab.modeling import set_threads
+
+    monkeypatch.setattr(threads, "pick", lambda cores=None: 1)
+    assert set_threads(load_config(train_config(tmp_path, tiny_bert))) == 1
+    assert set_threads(load_config(train_config(tmp_path, tiny_bert), ["train.threads=2"])) == 2
+
+
+def test_speed_defaults_group_by_length_and_skip_lora_dropout(tmp_path, tiny_bert):
+    from tunelab.modeling import Device
+    from tunelab.train import training_arguments
+
+    cfg = load_config(train_config(tmp_path, tiny_bert, lora={"lora_dropout": 0.0}))
+    bare = load_config(train_config(tmp_path, tiny_bert), [])
+    assert bare.train.group_by_length is True and type(bare).model_fields["lora"].default.lora_dropout == 0.0
+    args = training_arguments(cfg, tmp_path, Device("cpu", False, "cpu"), has_eval=True)
+    assert args.train_sampling_strategy == "group_by_length"
+
+
+def test_evaluation_split_is_ordered_by_length():
+    from datasets import Dataset
+
+    from tunelab.train import by_length
+
+    split = Dataset.from_dict({"input_ids": [[1] * 5, [1] * 2, [1] * 9, [1] * 3], "labels": [0, 1, 2, 3]})
+    assert by_length(split)["labels"] == [1, 3, 0, 2]
+
+
+def test_training_flops_follow_the_stated_formula(tiny_llama):
+    from transformers import AutoConfig
+
+    from train_throughput import flops_per_token, training_flops
+
+    config = AutoConfig.from_pretrained(tiny_llama)
+    h, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
+    # q, k, v, o (4 h^2) and the gated MLP (3 h x intermediate) per layer, plus the LM head
+    weights = layers * (4 * h * h + 3 * h * config.intermediate_size) + vocab * h
+    full = flops_per_token(str(tiny_llama), full=True)
+    assert full["matmul_weights"] == weights and full["linear"] == 6 * weights
+    assert full["attention_per_position"] == 12 * layers * h
+    assert training_flops(full, [3, 5], epochs=2) == 2 * (full["linear"] * 8 + full["attention_per_position"] * 34)
+    # LoRA (the classification case: the body only, its head runs once per sequence): frozen weights
+    # skip their weight gradient; A (r x in) and B (out x r) of every linear layer are trained.
+    lora = flops_per_token(str(tiny_llama), full=False, rank=4)
+    body = weights - vocab * h
+    adapters = 4 * layers * (4 * 2 * h + 3 * (h + config.intermediate_size))
+    assert lora["matmul_weights"] == body and lora["linear"] == 4 * body + 6 * adapters
+
+
+def test_targets_report_met_and_missed():
+    from train_throughput import target
+
+    assert target("speed", 12.0, 10.0, "x")["met"] is True
+    missed = target("speed", 7.5, 10.0, "x")
+    assert missed["met"] is False and missed["measured"] == "7.5x" and missed["goal"] == ">= 10x"
+    assert target("loss change", 0.03, 0.02, "", higher_is_better=False)["met"] is False
+
+
+def test_lever_summary_names_the_fastest_setting():
+    from levers import summarize
+
+    result = {"rows": [
+        {"lever": "padding", "setting": "to 128", "tunelab_default": False, "examples_per_second": 10.0},
+        {"lever": "padding", "setting": "grouped", "tunelab_default": True, "examples_per_second": 80.0},
+        {"lever": "threads", "setting": "1", "tunelab_default": False, "examples_per_second": 50.0},
+        {"lever": "threads", "setting": "measured (2)", "tunelab_default": True, "examples_per_second": 40.0},
+        {"lever": "inference", "setting": "no_grad", "tunelab_default": False, "ms": 20.0},
+        {"lever": "inference", "setting": "inference_mode", "tunelab_default": True, "ms": 10.0}]}
+    summarize(result)
+    assert [r["ratio"] for r in result["rows"]] == [1.0, 8.0, 1.0, 0.8, 1.0, 2.0]
+    assert result["kept"][0] == "padding: grouped (8.0x, the fastest measured)"
+    assert "fastest measured: 1 1.0x" in result["kept"][1]
+
+
+def test_results_page_lists_every_target_and_the_readme_has_its_markers():
+    from run_all import render, verdict_rows
+
+    results = {"train_throughput": None, "levers": None, "memory": {
+        "machine": {"cpu": "test CPU", "cores": 2, "memory_gib": 4, "date": "today", "python": "3"},
+        "models": {"m": {"rows": [{"method": "full", "trainable_params": 10, "peak_rss_mb": 100,
+                                   "rss_after_imports_mb": 50, "method_mb": 50}]}},
+        "verdicts": [{"target": "LoRA peak", "goal": "<= 0.6", "measured": "0.9", "met": False}]},
+        "inference": None, "serve_load": None}
+    assert verdict_rows(results) == [["LoRA peak", "<= 0.6", "0.9", "**missed**"]]
+    page = render(results)
+    assert "test CPU" in page and "**missed**" in page and "## Training memory" in page
+    readme = (BENCHMARKS.parent / "README.md").read_text(encoding="utf-8")
+    assert "<!-- measured:performance -->" in readme and "<!-- /measured:performance -->" in readme
+
+
+@pytest.mark.slow
+def test_memory_benchmark_shows_lora_needs_less_than_full_fine_tuning(tmp_path):
+    import json
+
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "memory.py"), "--models", "minilm", "--methods",
+                           "full,lora", "--steps", "2", "--work", str(tmp_path / "work"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {r["method"]: r for r in json.loads((tmp_path / "memory.json").read_text())["models"]["minilm"]["rows"]}
+    # Full fine-tuning holds gradients and two AdamW moments for all 22.7M weights (about 260 MB more).
+    assert rows["full"]["method_mb"] - rows["lora"]["method_mb"] > 150
+    assert "peak RSS MiB" in done.stdout
+
+
+@pytest.mark.slow
+def test_levers_benchmark_runs_on_a_small_sst2_like_file(tmp_path):
+    import json
+
+    folder = tmp_path / "sst2"
+    folder.mkdir()
+    rows = [f"a {'very ' * (i % 7)}good film number {i}\t1" if i % 2 else f"a dull film {i}\t0" for i in range(64)]
+    (folder / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "levers.py"), "--quick", "--sst2", str(folder),
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "levers.json").read_text())
+    levers = {r["lever"] for r in result["rows"]}
+    assert {"padding", "threads", "lora_dropout", "attention", "batch size", "inference (batch 8)"} <= levers
+    padding = {r["setting"]: r["examples_per_second"] for r in result["rows"] if r["lever"] == "padding"}
+    assert padding["per batch, length-grouped"] > padding["to max_length 128"]  # 8x fewer tokens per step
+
+
+@pytest.mark.slow
+def test_training_benchmark_runs_every_contestant_on_small_files(tmp_path):
+    import json
+
+    sst2, dolly = tmp_path / "sst2", tmp_path / "dolly"
+    sst2.mkdir(), dolly.mkdir()
+    rows = [f"a {'truly ' * (i % 5)}fine film {i}\t1" if i % 2 else f"a dull film {i}\t0" for i in range(60)]
+    for name in ("train.tsv", "dev.tsv"):
+        (sst2 / name).write_text("sentence\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    texts = [{"text": f"### Human: what is {i} plus one? ### Assistant: it is {i + 1}"} for i in range(120)]
+    (dolly / "chinkara-open_qa.jsonl").write_text("".join(json.dumps(t) + "\n" for t in texts), encoding="utf-8")
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "train_throughput.py"), "--quick", "--rows", "40",
+                           "--sst2", str(sst2), "--dolly", str(dolly), "--work", str(tmp_path / "work"),
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "train_throughput.json").read_text())
+    cls, causal = result["cases"]["classification"], result["cases"]["causal"]
+    assert [r["contestant"] for r in causal["rows"]] == ["TRL SFTTrainer defaults", "TRL, gradient checkpointing off",
+                                                         "tunelab defaults"]
+    assert cls["rows_trained"] == 40 and all(r["samples_per_second"] > 0 for r in cls["rows"] + causal["rows"])
+    assert cls["rows"][-1]["gflops"] > 0 and 0 < result["matmul_peak"]["gflops"]
+    assert {v["target"] for v in result["verdicts"]} >= {"classification LoRA samples/s vs tutorial baseline",
+                                                         "causal LM non-padding tokens/s vs TRL SFTTrainer"}
+    assert "tunelab defaults" in done.stdout and "met" in done.stdout
