@@ -54,15 +54,19 @@ def train_section(data: dict) -> str:
     peak = data["matmul_peak"]
     lines = [f"fp32 matmul peak measured in the same run: **{peak['gflops']} GFLOP/s** ({peak['threads']} threads; "
              f"GFLOP/s by size: {', '.join(f'{n}: {g}' for n, g in peak['per_size'].items())}).", ""]
-    headers = ["case", "contestant", "train s", "samples/s", "non-pad tokens/s", "peak RSS MiB", "metric",
-               "x baseline", "GFLOP/s (MFU)"]
+    headers = ["case", "contestant", "train s", "samples/s", "samples/s, loop only", "non-pad tokens/s",
+               "peak RSS MiB", "metric", "x baseline", "GFLOP/s (MFU)"]
     rows = []
     for case, c in data["cases"].items():
         for r in c["rows"]:
             mfu = f"{r['gflops']} ({r['gflops'] / peak['gflops']:.0%})" if "gflops" in r else ""
-            rows.append([case, r["contestant"], r["train_seconds"], r["samples_per_second"], r["tokens_per_second"],
+            rows.append([case, r["contestant"], r["train_seconds"], r["samples_per_second"],
+                         r.get("loop_samples_per_second", ""), r["tokens_per_second"],
                          r["peak_rss_mb"], f"{c['metric']} {r['metric']}", r.get("speedup_samples", 1), mfu])
     lines.append(markdown_table(headers, rows))
+    lines.append("\nSamples/s cover the whole training call; \"loop only\" leaves out tunelab's evaluations "
+                 "during training (the baselines evaluate only afterwards). MFU counts non-padding tokens over the "
+                 "training loop; the FLOP formula is in `benchmarks/train_throughput.py`.")
     for case, c in data["cases"].items():
         lines.append(f"\n{case}: {c['rows_trained']} training rows, {c['mean_tokens']} tokens each on average, "
                      f"{c['epochs']:g} epoch(s), learning rate {c['lr']:g} for every contestant.")
