@@ -75,9 +75,10 @@ def train_section(data: dict) -> str:
 
 def levers_section(data: dict) -> str:
     headers = ["lever", "setting (* tunelab's default)", "seconds per pass", "examples/s (inference: ms)",
-               "x the first setting"]
+               "x the first setting", "warm-up s (2 steps, or compiling)"]
     rows = [[r["lever"], r["setting"] + (" *" if r["tunelab_default"] else ""), r.get("seconds", ""),
-             r.get("examples_per_second", r.get("ms", "")), r["ratio"]] for r in data["rows"]]
+             r.get("examples_per_second", r.get("ms", "")), r["ratio"], r.get("warmup_seconds", "")]
+            for r in data["rows"]]
     return (f"{data['description']}\n\n" + markdown_table(headers, rows)
             + "\n\ntunelab's defaults:\n" + "\n".join(f"- {line}" for line in data["kept"]))
 

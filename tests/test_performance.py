@@ -188,3 +188,24 @@ def test_training_benchmark_runs_every_contestant_on_small_files(tmp_path):
     assert {v["target"] for v in result["verdicts"]} >= {"classification LoRA samples/s vs tutorial baseline",
                                                          "causal LM non-padding tokens/s vs TRL SFTTrainer"}
     assert "tunelab defaults" in done.stdout and "met" in done.stdout
+
+
+@pytest.mark.slow
+def test_lora_on_a_plain_model_does_not_import_gptqmodel(tmp_path, tiny_bert):
+    import importlib.util
+
+    if importlib.util.find_spec("gptqmodel") is None:
+        pytest.skip("needs the gptq extra installed (CI installs it before the slow tests)")
+    script = f"""
+import sys
+from tunelab.config import load_config
+from tunelab.methods import MethodContext, build_model
+from tunelab.modeling import Device
+cfg = load_config({str(train_config(tmp_path, tiny_bert))!r})
+model = build_model(MethodContext(cfg, ["alpha", "beta", "gamma"], Device("cpu", False, "cpu"), 1))
+assert any("lora_A" in name for name, _ in model.named_parameters())
+print("gptqmodel imported:", "gptqmodel" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "gptqmodel imported: False" in done.stdout
