@@ -6,6 +6,7 @@ its own and one contestant's warm caches never help another.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -75,15 +76,24 @@ def run_worker(script: Path, name: str, spec: dict, timeout: float = 3600) -> di
         return result
 
 
-def worker_spec(path: str) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def worker_arguments(parser: argparse.ArgumentParser) -> None:
+    """The hidden options ``run_worker`` starts a benchmark's child process with."""
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
 
 
-def finish_worker(spec: dict, result: dict) -> None:
+def serve_worker(args: argparse.Namespace, workers: dict) -> bool:
+    """In a child started by ``run_worker``: run the named worker, write its result (with this
+    process's peak RSS unless the worker measured it) and return True; in the parent, False."""
     from tunelab.modeling import peak_rss_mb
 
+    if not args.worker:
+        return False
+    spec = json.loads(Path(args.spec).read_text(encoding="utf-8"))
+    result = workers[args.worker](spec)
     result.setdefault("peak_rss_mb", round(peak_rss_mb(), 1))
     Path(spec["out"]).write_text(json.dumps(result), encoding="utf-8")
+    return True
 
 
 def write_result(name: str, result: dict, out: Path = RESULTS) -> Path:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common import RESULTS, ROOT, WORK, finish_worker, machine, ratio, run_worker, worker_spec, write_result
+from common import RESULTS, ROOT, WORK, machine, ratio, run_worker, serve_worker, worker_arguments, write_result
 
 SCRIPT = Path(__file__).resolve()
 MODELS = {
@@ -116,12 +116,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps per run (default 10; the peak comes in the first)")
     parser.add_argument("--work", default=str(WORK / "memory"), help="folder for the runs")
     parser.add_argument("--out", default=None, help="folder for memory.json (default benchmarks/results)")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--spec", help=argparse.SUPPRESS)
+    worker_arguments(parser)
     args = parser.parse_args(argv)
-    if args.worker:
-        spec = worker_spec(args.spec)
-        finish_worker(spec, train_worker(spec))
+    if serve_worker(args, {"train": train_worker}):
         return {}
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

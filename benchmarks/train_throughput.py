@@ -37,8 +37,8 @@ import json
 import time
 from pathlib import Path
 
-from common import (RESULTS, WORK, finish_worker, machine, matmul_peak, ratio, run_worker, shared_file, worker_spec,
-                    write_result)
+from common import (RESULTS, WORK, machine, matmul_peak, ratio, run_worker, serve_worker, shared_file,
+                    worker_arguments, write_result)
 
 SCRIPT = Path(__file__).resolve()
 CLASSIFICATION_LR, CAUSAL_LR = 2e-4, 1e-3
@@ -307,12 +307,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="200 rows, 1 epoch, small eval sets: checks the script runs")
     parser.add_argument("--work", default=str(WORK / "train_throughput"), help="folder for data and runs")
     parser.add_argument("--out", default=None, help="folder for train_throughput.json (default benchmarks/results)")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--spec", help=argparse.SUPPRESS)
+    worker_arguments(parser)
     args = parser.parse_args(argv)
-    if args.worker:
-        spec = worker_spec(args.spec)
-        finish_worker(spec, WORKERS[args.worker](spec))
+    if serve_worker(args, WORKERS):
         return {}
     if args.quick:
         args.rows, args.epochs = min(args.rows, 200), 1
