@@ -25,7 +25,7 @@ import json
 import sys
 from pathlib import Path
 
-from common import machine
+from common import RESULTS, ROOT, WORK, machine
 
 from tunelab import quantize, quantize_compare, train
 from tunelab.config import load_config
@@ -33,8 +33,6 @@ from tunelab.inference import open_run
 from tunelab.runs import versions
 from tunelab.tables import markdown_table
 from tunelab.tiny import make_tiny_model
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def classifier_run(work: Path) -> Path:
@@ -64,8 +62,8 @@ def compare(run_dir: Path, methods: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for inference.json and inference.md")
-    parser.add_argument("--work", default=str(ROOT / "benchmarks" / ".work"), help="folder for the runs")
+    parser.add_argument("--out", default=str(RESULTS), help="folder for inference.json and inference.md")
+    parser.add_argument("--work", default=str(WORK), help="folder for the runs")
     parser.add_argument("--skip-gptq", action="store_true", help="leave GPTQ out (it needs tunelab[gptq])")
     args = parser.parse_args()
     methods = ["int8", "nf4", "gptq", "dynamic-int8"]
