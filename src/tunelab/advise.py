@@ -85,14 +85,15 @@ def _classification(cfg: TunelabConfig, run_dir: Path, train_rows: list[dict], t
     from tunelab.inference import class_probabilities, load_run
     from tunelab.metrics import accuracy
     from tunelab.modeling import quietly
-    from tunelab.models import resolve_model
+    from tunelab.models import resolve_model, safetensors_only
     from tunelab.probe import embed
 
     loaded = load_run(run_dir)
     labels, max_length = loaded.labels, cfg.data.max_length
-    location = resolve_model(cfg.model.name)
+    location = resolve_model(cfg.model.name, cfg.model.allow_pickle_weights)
     tokenizer = AutoTokenizer.from_pretrained(location)
-    encoder = quietly(AutoModel.from_pretrained, location, dtype=torch.float32, use_safetensors=True).eval()
+    encoder = quietly(AutoModel.from_pretrained, location, dtype=torch.float32,
+                     use_safetensors=safetensors_only(location)).eval()
     texts = [r["text"] for r in test_rows]
     refs = [labels.index(r["label"]) for r in test_rows]
     tokens = float(np.mean([len(tokenizer(t)["input_ids"]) for t in texts]))

@@ -99,7 +99,7 @@ def base_predictor(loaded):
 
     train = read_split(loaded.run_dir, "train")
     label2id = {name: i for i, name in enumerate(loaded.labels)}
-    probabilities = fit_base_probe(resolve_model(loaded.cfg.model.name), [e["text"] for e in train],
+    probabilities = fit_base_probe(resolve_model(loaded.cfg.model.name, loaded.cfg.model.allow_pickle_weights), [e["text"] for e in train],
                                    [label2id[e["label"]] for e in train], len(loaded.labels),
                                    loaded.cfg.data.max_length)
 

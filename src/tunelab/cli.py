@@ -8,6 +8,7 @@ anything else is a bug and exits 1 with a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -17,6 +18,8 @@ from tunelab.cli_deploy import DEPLOY_COMMANDS
 from tunelab.errors import TunelabError
 
 MAX_PROBLEMS_SHOWN = 20
+# Errors from the disk, not from tunelab: full, read-only, or not ours to write.
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 OVERRIDES_HELP = ("settings that replace the config's, as section.key=value (e.g. train.epochs=2 lora.r=16); "
                   "values are YAML (null, true, [q_proj, v_proj]). `tunelab config schema` lists every key")
@@ -331,6 +334,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tunelab: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        if err.errno not in DISK_ERRNOS:
+            raise
+        report_problems(TunelabError(f"{err.filename or 'a file'}: {err.strerror}; nothing written there is "
+                                     "marked complete; free space or fix permissions (or choose another "
+                                     "output.dir) and run again", title="cannot write"))
+        return 2
 
 
 if __name__ == "__main__":

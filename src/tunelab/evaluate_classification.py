@@ -18,7 +18,7 @@ def evaluate_classification(loaded: LoadedRun, examples: list[dict], split: str)
     probs = class_probabilities(loaded.model, loaded.tokenizer, texts, cfg.data.max_length, cfg.eval.batch_size)
     tuned = probs.argmax(-1).tolist()
     train = read_split(loaded.run_dir, "train")
-    base = probe_predictions(resolve_model(cfg.model.name), [e["text"] for e in train],
+    base = probe_predictions(resolve_model(cfg.model.name, cfg.model.allow_pickle_weights), [e["text"] for e in train],
                              [label2id[e["label"]] for e in train], texts, len(labels), cfg.data.max_length)
     return {
         "base_kind": "linear probe on the frozen base encoder (trained on the train split)",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tunelab.config.schema import TunelabConfig
 from tunelab.errors import ModelLoadError, TunelabError
-from tunelab.models import hub_error, resolve_model
+from tunelab.models import hub_error, resolve_model, safetensors_only
 
 # Output heads that must stay in full precision when the body is quantized. transformers' default
 # skip list misses a head whose last parameter is a bias (BERT's `classifier`), and passing a
@@ -130,9 +130,10 @@ def load_base_model(cfg: TunelabConfig, labels: list[str] | None, device: Device
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     prepare_quantization_backends()
-    location = location or resolve_model(cfg.model.name)
+    location = location or resolve_model(cfg.model.name, cfg.model.allow_pickle_weights)
     kwargs = {"revision": cfg.model.revision, "trust_remote_code": cfg.model.trust_remote_code,
-              "dtype": torch.float32, "use_safetensors": True}
+              "dtype": torch.float32,
+              "use_safetensors": None if cfg.model.allow_pickle_weights else safetensors_only(location)}
     quant = quantization or quantization_config(cfg, bits, device)
     if quant is not None or is_quantized_checkpoint(location):
         kwargs["device_map"] = {"": 0} if device.type == "cuda" else {"": "cpu"}

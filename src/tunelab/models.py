@@ -36,10 +36,16 @@ BUILTIN_MODELS: dict[str, Callable[[], Path]] = {
     "tiny-llama": partial(_tiny_dir, "llama"),
     "tiny-gpt2": partial(_tiny_dir, "gpt2"),
 }
+# Weight files that are Python pickles: loading one can run arbitrary code.
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 
 
-def resolve_model(name: str) -> str:
-    """The local folder or hub id that ``from_pretrained`` should receive for ``model.name``."""
+def resolve_model(name: str, allow_pickle: bool = False) -> str:
+    """The local folder or hub id that ``from_pretrained`` should receive for ``model.name``.
+
+    A local folder must hold safetensors weights; one with only pickle weights (``.bin``, ``.pt``)
+    passes only with ``allow_pickle`` (``model.allow_pickle_weights``).
+    """
     if name.startswith("builtin:"):
         builder = BUILTIN_MODELS.get(name.removeprefix("builtin:"))
         if builder is None:
@@ -51,10 +57,38 @@ def resolve_model(name: str) -> str:
         if not (path / "config.json").exists():
             raise ModelLoadError(f"model.name: {name} is a folder without config.json; point it at a folder "
                                  "written by save_pretrained")
+        check_weights(path, allow_pickle)
         return str(path)
+    if path.exists():
+        raise ModelLoadError(f"model.name: {name} is a file, not a model folder; point it at the folder "
+                             "save_pretrained wrote (config.json, model.safetensors, tokenizer files)")
     if _looks_like_path(name):
         raise ModelLoadError(f"model.name: folder {name} not found (relative paths start at {Path.cwd()})")
     return name
+
+
+def check_weights(folder: Path, allow_pickle: bool = False) -> None:
+    """Refuse a model folder without weights, or with only pickle weights unless ``allow_pickle``."""
+    if any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json")):
+        return
+    pickles = sorted(p.name for pattern in PICKLE_WEIGHTS for p in folder.glob(pattern))
+    if not pickles:
+        raise ModelLoadError(f"model.name: {folder} has no weights (model.safetensors); save the model there "
+                             "with save_pretrained")
+    if not allow_pickle:
+        raise ModelLoadError(
+            f"model.name: {folder} has only pickle weights ({', '.join(pickles[:3])}), which can run code when "
+            "loaded; convert them to safetensors (save_pretrained(..., safe_serialization=True)), or set "
+            "model.allow_pickle_weights=true if you trust where they came from")
+
+
+def safetensors_only(location: str) -> bool | None:
+    """``use_safetensors`` for ``from_pretrained``: True, except for a local folder that ``resolve_model``
+    let through with only pickle weights (then None: transformers loads them with weights_only=True)."""
+    folder = Path(location)
+    if folder.is_dir() and not any(folder.glob("*.safetensors")) and not any(folder.glob("*.safetensors.index.json")):
+        return None
+    return True
 
 
 def _looks_like_path(name: str) -> bool:
@@ -79,7 +113,7 @@ def load_tokenizer(model: ModelSection):
     """
     from transformers import AutoTokenizer
 
-    location = resolve_model(model.name)
+    location = resolve_model(model.name, model.allow_pickle_weights)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             location, revision=model.revision, trust_remote_code=model.trust_remote_code, use_fast=True)

@@ -48,9 +48,11 @@ def fit_base_probe(model_location: str, train_texts: list[str], train_labels: li
     from transformers import AutoModel, AutoTokenizer
 
     from tunelab.modeling import quietly
+    from tunelab.models import safetensors_only
 
     tokenizer = AutoTokenizer.from_pretrained(model_location)
-    encoder = quietly(AutoModel.from_pretrained, model_location, dtype=torch.float32, use_safetensors=True).eval()
+    encoder = quietly(AutoModel.from_pretrained, model_location, dtype=torch.float32,
+                     use_safetensors=safetensors_only(model_location)).eval()
     probe = fit_probe(embed(encoder, tokenizer, train_texts, max_length), torch.tensor(train_labels), num_labels)
 
     def probabilities(texts: list[str]) -> torch.Tensor:

@@ -54,8 +54,12 @@ def staged_update(run_dir: Path, overwrite: bool = False) -> Iterator[Path]:
     if (run_dir / COMPLETE_MARKER).exists() and not overwrite:
         raise RunFolderError(f"{run_dir}: holds a finished run; choose another output.dir, "
                              "or set output.overwrite=true to replace it")
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.staging-", dir=run_dir.parent))
+    try:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.staging-", dir=run_dir.parent))
+    except OSError as err:
+        raise RunFolderError(f"output.dir: cannot create {run_dir} ({err.strerror}: {err.filename}); choose "
+                             "another output.dir") from None
     try:
         yield staging
         run_dir.mkdir(exist_ok=True)

@@ -51,19 +51,34 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found (relative paths start at {Path.cwd()})")
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        text = path.read_text(encoding="utf-8-sig")
+        tree = yaml.safe_load(text)
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        what = getattr(err, "problem", None) or str(err)
-        raise ConfigError(f"{path}{where}: invalid YAML: {what}") from None
+        raise ConfigError(f"{path}{_yaml_position(err, text)}: invalid YAML: {_yaml_problem(err)}") from None
     if tree is None:
         raise ConfigError(f"{path}: the file is empty; it needs at least `task:` and `data: {{train: ...}}`")
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (task:, model:, data:, ...)")
     return tree
+
+
+def _yaml_position(err: yaml.YAMLError, text: str) -> str:
+    mark = getattr(err, "problem_mark", None)
+    if mark is not None:
+        return f" line {mark.line + 1}, column {mark.column + 1}"
+    position = getattr(err, "position", None)  # a character YAML refuses to read (NUL, control bytes)
+    if position is not None:
+        before = text[:position]
+        return f" line {before.count(chr(10)) + 1}, column {position - before.rfind(chr(10))}"
+    return ""
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    if isinstance(err, yaml.reader.ReaderError):
+        return f"character {err.character!r} is not allowed in YAML"
+    return getattr(err, "problem", None) or str(err).splitlines()[0]
 
 
 def apply_override(tree: dict[str, Any], override: str) -> None:

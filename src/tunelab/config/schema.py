@@ -35,6 +35,9 @@ class ModelSection(Section):
     """Hub revision (branch, tag or commit) to load; ignored for local folders."""
     trust_remote_code: bool = False
     """Run model code shipped with a hub repo. Off unless you trust that repo."""
+    allow_pickle_weights: bool = False
+    """Load a local model folder that has only pickle weights (`.bin`, `.pt`). Off: pickle files can
+    run code when loaded, so tunelab asks for safetensors unless you trust where the weights came from."""
 
 
 class DataSection(Section):

@@ -60,10 +60,19 @@ def load_examples(cfg: TunelabConfig) -> LoadedData:
             except RowError as err:
                 problems.append(f"{row.where}: {err}")
     if fmt == "classification":
-        problems += _unseen_labels(examples, data.label_field)
+        problems += _single_label(examples.get("train", []), data.train, data.label_field) + _unseen_labels(examples, data.label_field)
     if problems:
         raise DataError(problems)
     return LoadedData(fmt, examples, sources)
+
+
+def _single_label(train: list[Example], spec: str, label_field: str) -> list[str]:
+    """A classifier needs at least two classes to tell apart."""
+    labels = {e.data["label"] for e in train}
+    if len(labels) != 1:
+        return []
+    return [f"{spec}: field '{label_field}': only one label ({next(iter(labels))!r}) in {len(train)} rows; "
+            "classification needs at least two"]
 
 
 def _unseen_labels(examples: dict[str, list[Example]], label_field: str) -> list[str]:

@@ -26,7 +26,7 @@ class RowError(ValueError):
     """One problem in one row: the field and what was expected."""
 
     def __init__(self, field: str, message: str):
-        self.field = field
+        self.field, self.message = field, message
         super().__init__(f"field '{field}': {message}")
 
 
@@ -82,8 +82,11 @@ def _instruction(record: dict, data: DataSection) -> dict:
 def _chat(record: dict, data: DataSection) -> dict:
     if data.messages_field in record:
         field, role_key, content_key, roles = data.messages_field, "role", "content", {r: r for r in ROLES}
-    else:
+    elif "conversations" in record:
         field, role_key, content_key, roles = "conversations", "from", "value", SHAREGPT_ROLES
+    else:
+        raise RowError(data.messages_field, "missing; expected a list of {role, content} messages (or a ShareGPT "
+                                            "`conversations` list)")
     turns = record[field]
     if not isinstance(turns, list) or not turns:
         raise RowError(field, f"expected a non-empty list of messages, got {_describe(turns)}")
@@ -95,7 +98,10 @@ def _chat(record: dict, data: DataSection) -> dict:
         role = turn.get(role_key)
         if role not in roles:
             raise RowError(f"{where}.{role_key}", f"unknown role {role!r}; expected one of {', '.join(roles)}")
-        content = _text(turn, content_key, "the message text")
+        try:
+            content = _text(turn, content_key, "the message text")
+        except RowError as err:
+            raise RowError(f"{where}.{err.field}", err.message) from None
         messages.append({"role": roles[role], "content": content})
     _check_turn_order(messages, field, role_key)
     return {"messages": messages}

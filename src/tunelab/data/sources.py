@@ -36,6 +36,9 @@ class Source:
     sha256: str = ""
 
 
+# Longer lines are refused before parsing: no example needs them, and tokenizing one takes memory and time.
+MAX_LINE_BYTES = 1_000_000
+
 Reader = Callable[[Path, str, str], tuple[list[Row], list[str]]]
 
 
@@ -80,6 +83,10 @@ def _decode_lines(path: Path, spec: str) -> tuple[list[tuple[int, str]], list[st
     lines, problems = [], []
     for number, raw in enumerate(data.split(b"\n"), start=1):
         raw = raw.removesuffix(b"\r")
+        if len(raw) > MAX_LINE_BYTES:
+            problems.append(f"{spec} line {number}: {len(raw):,} bytes on one line; lines are limited to "
+                            f"{MAX_LINE_BYTES:,} bytes (far beyond any model's context); split or shorten it")
+            continue
         try:
             lines.append((number, raw.decode("utf-8")))
         except UnicodeDecodeError as err:
