@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -72,8 +73,57 @@ class JsonlLogCallback(TrainerCallback):
             f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
 
 
+def trim_log(path: Path, last_step: int) -> None:
+    """Drop log events after ``last_step`` (the checkpoint a resumed run restarts from), and any line
+    a killed process left half-written, so the resumed run logs each step exactly once."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= last_step:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue
+    path.write_text("".join(kept), encoding="utf-8")
+
+
 class AdaLoraCallback(TrainerCallback):
     """AdaLoRA reallocates ranks from gradient importance after each optimizer step (before zero_grad)."""
 
     def on_optimizer_step(self, args, state, control, model=None, **kwargs):
         model.base_model.update_and_allocate(state.global_step)
+
+
+class StopOnSignal(TrainerCallback):
+    """SIGINT (Ctrl+C) or SIGTERM during training: finish the current step, save a checkpoint, stop.
+
+    A second signal while that happens falls back to the default behaviour (stop at once).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: int | None = None
+        self.previous: dict = {}
+
+    def _handle(self, signum, frame):
+        self.received = signum
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+            self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.received is not None:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}

@@ -10,16 +10,18 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import re
 import sys
 
 from tunelab import __version__
 from tunelab.cli_args import Command, non_negative_float, positive_int, run_argument, variant_argument
 from tunelab.cli_deploy import DEPLOY_COMMANDS
-from tunelab.errors import TunelabError
+from tunelab.errors import TrainingInterrupted, TunelabError
 
 MAX_PROBLEMS_SHOWN = 20
 # Errors from the disk, not from tunelab: full, read-only, or not ours to write.
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+RUST_OS_ERROR = re.compile(r"([^:]*?)\s*\(os error (\d+)\)")
 
 OVERRIDES_HELP = ("settings that replace the config's, as section.key=value (e.g. train.epochs=2 lora.r=16); "
                   "values are YAML (null, true, [q_proj, v_proj]). `tunelab config schema` lists every key")
@@ -55,10 +57,14 @@ def _train(args: argparse.Namespace) -> None:
     from tunelab.runs import read_json
 
     cfg = load_config(args.config, args.overrides)
+    resume_command = " ".join(["tunelab train", args.config, *args.overrides, "--resume"])
     try:
         run_dir = train.run(cfg, resume=args.resume, echo=print)
+    except TrainingInterrupted as err:
+        err.problems.append(f"continue with: {resume_command}")
+        raise
     except KeyboardInterrupt:
-        print(f"tunelab: interrupted; continue with: tunelab train {args.config} --resume", file=sys.stderr)
+        print(f"tunelab: interrupted; continue with: {resume_command}", file=sys.stderr)
         raise SystemExit(130) from None
     metrics = read_json(run_dir / "metrics.json")
     shown = {k: metrics[k] for k in ("train_seconds", "train_samples_per_second", "trainable_params",
@@ -330,17 +336,34 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args) or 0
     except TunelabError as err:
         report_problems(err)
-        return 2
+        return getattr(err, "exit_code", 2)
     except KeyboardInterrupt:
         print("tunelab: interrupted", file=sys.stderr)
         return 130
-    except OSError as err:
-        if err.errno not in DISK_ERRNOS:
+    except Exception as err:
+        problem = disk_problem(err)
+        if problem is None:
             raise
-        report_problems(TunelabError(f"{err.filename or 'a file'}: {err.strerror}; nothing written there is "
-                                     "marked complete; free space or fix permissions (or choose another "
-                                     "output.dir) and run again", title="cannot write"))
+        report_problems(TunelabError(f"{problem}; what was being written is not marked complete, so no later "
+                                     "stage will use it; free space or fix permissions (or choose another "
+                                     "output.dir), then run again", title="cannot write"))
         return 2
+
+
+def disk_problem(err: BaseException) -> str | None:
+    """``file: reason`` when ``err`` (or what caused it) is the disk refusing a write, else None.
+
+    Python raises OSError; the Rust-backed libraries (tokenizers, safetensors) raise their own
+    exception types whose message ends in ``(os error N)``.
+    """
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
+            return f"{err.filename or 'a file'}: {err.strerror}"
+        found = RUST_OS_ERROR.search(str(err))
+        if found and int(found.group(2)) in DISK_ERRNOS:
+            return found.group(1).strip() or os.strerror(int(found.group(2)))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -43,3 +43,13 @@ class RunFolderError(TunelabError):
     """A run folder is missing, incomplete or would be overwritten."""
 
     title = "run folder"
+
+
+class TrainingInterrupted(TunelabError):
+    """Training stopped on a signal after saving a checkpoint; ``--resume`` continues it."""
+
+    title = "training interrupted"
+
+    def __init__(self, problems: str | list[str], exit_code: int):
+        super().__init__(problems)
+        self.exit_code = exit_code

@@ -20,7 +20,7 @@ from typing import Callable
 from tunelab import prepare
 from tunelab.config.schema import TunelabConfig
 from tunelab.data.collate import PadCollator
-from tunelab.errors import RunFolderError
+from tunelab.errors import RunFolderError, TrainingInterrupted
 from tunelab.methods import PEFT_METHODS, MethodContext, build_model
 from tunelab.modeling import (Device, align_pad_token, choose_device, peak_rss_mb, set_threads,
                               silence_known_warnings)
@@ -61,6 +61,8 @@ def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
     import datasets
     from transformers import AutoTokenizer, Trainer, set_seed
 
+    from tunelab.callbacks import StopOnSignal, trim_log
+
     silence_known_warnings()
     if cfg.method.name == "adalora":
         # AdaLoRA prunes some modules to rank 0 by design; PEFT mistakes that for unsaved shards.
@@ -78,12 +80,13 @@ def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
         enable_checkpointing(model)
 
     has_eval = cfg.train.eval_strategy != "no" and len(data["validation"]) > 0
+    stopper = StopOnSignal()
     trainer = Trainer(
         model=model, args=training_arguments(cfg, run_dir, device, has_eval),
         train_dataset=data["train"], eval_dataset=by_length(data["validation"]) if has_eval else None,
         data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
         compute_metrics=_classification_metrics() if cfg.task == "classification" else None,
-        callbacks=callbacks(cfg, run_dir, has_eval))
+        callbacks=callbacks(cfg, run_dir, has_eval) + [stopper])
     _replace_printer(trainer)
     if cfg.task == "classification":
         # Sequence classifiers take **kwargs but return a per-batch mean loss that ignores
@@ -91,9 +94,14 @@ def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
         # steps and gradients come out N times too large (caught by the 1x4 == 4x1 test).
         trainer.model_accepts_loss_kwargs = False
 
+    checkpoint = _last_checkpoint(run_dir) if resume else None
+    if checkpoint:
+        trim_log(run_dir / "train_log.jsonl", int(Path(checkpoint).name.rsplit("-", 1)[1]))
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=_last_checkpoint(run_dir) if resume else None)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - started
+    if stopper.received is not None:
+        raise interrupted(run_dir, stopper.received, trainer.state.global_step)
     measured = {
         "train_seconds": round(train_seconds, 3),
         "train_samples_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 3),
@@ -107,6 +115,16 @@ def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
     write_json(run_dir / "versions.json", {**versions(), "device": device.description, "threads": threads})
     (run_dir / COMPLETE_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
     return run_dir
+
+
+def interrupted(run_dir: Path, signum: int, step: int) -> TrainingInterrupted:
+    """The error for a run stopped by a signal: where its checkpoint is and how to go on."""
+    import signal
+
+    name = signal.Signals(signum).name
+    return TrainingInterrupted(
+        f"{name} at step {step}: saved {run_dir / 'checkpoints' / f'checkpoint-{step}'}; the run is not marked "
+        "complete; continue it with --resume", exit_code=128 + signum)
 
 
 def by_length(split):
