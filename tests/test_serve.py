@@ -162,3 +162,74 @@ def test_classify_with_the_real_minilm(tmp_path):
         assert [r["label"] for r in many] == [r["label"] for r in expected] and len(many[0]["probabilities"]) == 3
     finally:
         server.stop()
+
+
+def test_oversized_bodies_get_413_in_json_declared_or_chunked(classifier_run):
+    server = Server(create_app(classifier_run, ServeSettings(max_body_bytes=10_000), "intents"))
+    try:
+        big = json.dumps({"input": "x" * 50_000}).encode()
+        declared = httpx.post(server.url + "/v1/classify", content=big, headers={"Content-Type": "application/json"})
+        chunked = httpx.post(server.url + "/v1/classify", content=iter([big[:6000], big[6000:]]),
+                             headers={"Content-Type": "application/json"})
+        for reply in (declared, chunked):
+            assert reply.status_code == 413 and "10,000 bytes" in reply.json()["error"]["message"], reply.text
+        assert httpx.post(server.url + "/v1/classify", json={"input": "fine"}).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_slow_clients_do_not_stall_the_others(classifier_server):
+    import socket
+    import time
+
+    port = classifier_server.port
+    stalled = []
+    for partial in (b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Le",                      # headers cut
+                    b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 500\r\n\r\n{\"input\": \"sl"):                               # body cut
+        for _ in range(4):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(partial)
+            stalled.append(sock)
+    try:
+        start = time.perf_counter()
+        for i in range(10):
+            reply = httpx.post(classifier_server.url + "/v1/classify", json={"input": f"alpha item {i}"}, timeout=10)
+            assert reply.status_code == 200
+        assert time.perf_counter() - start < 10
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_a_client_leaving_mid_stream_stops_its_generation(causal_run, monkeypatch):
+    import time
+
+    import tunelab.serve
+
+    checks = []
+
+    class Recorded(tunelab.serve.StopWhen):
+        def __call__(self, input_ids, scores, **kwargs):
+            checks.append(self.event.is_set())
+            return super().__call__(input_ids, scores, **kwargs)
+
+    monkeypatch.setattr(tunelab.serve, "StopWhen", Recorded)
+    server = Server(create_app(causal_run, ServeSettings(max_tokens_cap=200), "tiny"))
+    worker = server.server.config.app.state.worker
+    try:
+        body = {"messages": [{"role": "user", "content": "Say alpha."}], "stream": True, "max_tokens": 200}
+        with httpx.stream("POST", server.url + "/v1/chat/completions", json=body) as reply:
+            first = next(reply.iter_lines())
+            assert first.startswith("data: ")
+        deadline = time.time() + 10
+        while worker.abandoned_streams == 0 and time.time() < deadline:
+            time.sleep(0.05)
+        assert worker.abandoned_streams == 1
+        while not (checks and checks[-1]) and time.time() < deadline:
+            time.sleep(0.05)
+        assert checks[-1] and len(checks) < 200, f"generated {len(checks)} tokens for a client that left"
+        reply = httpx.post(server.url + "/v1/completions", json={"prompt": "Say beta.", "max_tokens": 4}, timeout=10)
+        assert reply.status_code == 200
+    finally:
+        server.stop()

@@ -25,8 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tunelab.config.schema import TASKS
 from tunelab.errors import TunelabError
+from tunelab.web import BodyLimit, json_500
 
 MAX_NEW_TOKENS = 32
+MAX_BODY_BYTES = 65_536  # a request is a run index and at most 4,000 characters
 PAGE = Path(__file__).with_name("app_page.html")
 
 
@@ -135,6 +137,8 @@ def create_app(runs: list[RunModels]):
     from tunelab.report import SECTIONS, load_source
 
     app = FastAPI(title="tunelab app", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    json_500(app)
 
     def pick(index: int) -> RunModels:
         if not 0 <= index < len(runs):

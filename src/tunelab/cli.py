@@ -17,6 +17,7 @@ from tunelab import __version__
 from tunelab.cli_args import Command, non_negative_float, positive_int, run_argument, variant_argument
 from tunelab.cli_deploy import DEPLOY_COMMANDS
 from tunelab.errors import TrainingInterrupted, TunelabError
+from tunelab.secrets import redact
 
 MAX_PROBLEMS_SHOWN = 20
 # Errors from the disk, not from tunelab: full, read-only, or not ours to write.
@@ -208,7 +209,7 @@ def _demo(args: argparse.Namespace) -> None:
 def _config_show(args: argparse.Namespace) -> None:
     from tunelab.config import load_config, to_yaml
 
-    print(to_yaml(load_config(args.config, args.overrides)), end="")
+    print(redact(to_yaml(load_config(args.config, args.overrides))), end="")
 
 
 def _config_schema(args: argparse.Namespace) -> None:
@@ -315,7 +316,7 @@ def report_problems(err: TunelabError, stream=None) -> None:
     heading = f"tunelab: {err.title}" + (f" ({count} problems)" if count > 1 else "")
     print(heading + ":", file=stream)
     for line in err.problems[:MAX_PROBLEMS_SHOWN]:
-        print(f"  {line}", file=stream)
+        print(f"  {redact(line)}", file=stream)
     if count > MAX_PROBLEMS_SHOWN:
         print(f"  ... and {count - MAX_PROBLEMS_SHOWN} more", file=stream)
 

@@ -68,13 +68,19 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"texts per /v1/classify call (default {defaults.max_inputs})")
     parser.add_argument("--timeout", type=positive_int, default=int(defaults.timeout_s),
                         help=f"seconds before a request is cut with 504 (default {defaults.timeout_s:g})")
+    parser.add_argument("--max-body-bytes", type=positive_int, default=defaults.max_body_bytes,
+                        help=f"larger request bodies are refused with 413 (default {defaults.max_body_bytes:,})")
 
 
 def _serve(args: argparse.Namespace) -> None:
     from tunelab import serve
+    from tunelab.secrets import add_secret
 
-    settings = serve.ServeSettings(args.max_batch_size, args.max_wait_ms, args.max_tokens_cap, args.max_inputs,
-                                   float(args.timeout), args.api_key)
+    add_secret(args.api_key)
+    settings = serve.ServeSettings(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+                                   max_tokens_cap=args.max_tokens_cap, max_inputs=args.max_inputs,
+                                   timeout_s=float(args.timeout), api_key=args.api_key,
+                                   max_body_bytes=args.max_body_bytes)
     serve.run(args.run, args.variant, args.host, args.port, settings)
 
 

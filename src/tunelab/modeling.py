@@ -8,6 +8,7 @@ Never bf16/fp16 on a CPU: on CPUs without AVX512-BF16 it is 3.5x (whole models) 
 from __future__ import annotations
 
 import os
+import pickle
 import platform
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -151,6 +152,11 @@ def load_base_model(cfg: TunelabConfig, labels: list[str] | None, device: Device
         if Path(location).is_dir():
             raise ModelLoadError(f"model.name: cannot load {location} ({str(err).splitlines()[0]})") from None
         raise hub_error(cfg.model.name, err) from None
+    except pickle.UnpicklingError as err:
+        found = [line.strip() for line in str(err).splitlines() if "GLOBAL" in line]
+        raise ModelLoadError(f"model.name: {location}: the pickle weights hold more than tensors"
+                             f"{' (' + found[0][:160] + ')' if found else ''}, so torch.load(weights_only=True) "
+                             "refused them and nothing in them ran; ask for safetensors weights") from None
     except ValueError as err:
         raise ModelLoadError(f"model.name: {cfg.model.name} cannot be loaded for task {cfg.task} "
                              f"({str(err).splitlines()[0][:200]})") from None

@@ -69,7 +69,7 @@ def resolve_model(name: str, allow_pickle: bool = False) -> str:
 
 def check_weights(folder: Path, allow_pickle: bool = False) -> None:
     """Refuse a model folder without weights, or with only pickle weights unless ``allow_pickle``."""
-    if any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json")):
+    if _has_safetensors(folder):
         return
     pickles = sorted(p.name for pattern in PICKLE_WEIGHTS for p in folder.glob(pattern))
     if not pickles:
@@ -86,9 +86,11 @@ def safetensors_only(location: str) -> bool | None:
     """``use_safetensors`` for ``from_pretrained``: True, except for a local folder that ``resolve_model``
     let through with only pickle weights (then None: transformers loads them with weights_only=True)."""
     folder = Path(location)
-    if folder.is_dir() and not any(folder.glob("*.safetensors")) and not any(folder.glob("*.safetensors.index.json")):
-        return None
-    return True
+    return None if folder.is_dir() and not _has_safetensors(folder) else True
+
+
+def _has_safetensors(folder: Path) -> bool:
+    return any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json"))
 
 
 def _looks_like_path(name: str) -> bool:

@@ -19,17 +19,18 @@ from typing import Any, Iterator
 from tunelab.config.describe import to_yaml
 from tunelab.config.schema import TunelabConfig
 from tunelab.errors import RunFolderError
+from tunelab.secrets import redact
 
 COMPLETE_MARKER = "COMPLETE"
 LIBRARIES = ("tunelab", "torch", "transformers", "peft", "datasets", "accelerate", "tokenizers", "bitsandbytes")
 
 
 def write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    path.write_text(redact(json.dumps(value, indent=2, ensure_ascii=False)) + "\n", encoding="utf-8")
 
 
 def write_config(path: Path, cfg: TunelabConfig) -> None:
-    path.write_text(to_yaml(cfg), encoding="utf-8")
+    path.write_text(redact(to_yaml(cfg)), encoding="utf-8")
 
 
 def versions() -> dict[str, str | None]:

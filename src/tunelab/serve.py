@@ -13,6 +13,7 @@ events), ``/v1/models``. Classification runs: ``/v1/classify`` with ``{"input": 
 import asyncio
 import hmac
 import json
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tunelab.batching import MicroBatcher
 from tunelab.inference import LoadedRun, classify, generate, render_prompt
+from tunelab.web import BodyLimit, error_body, json_500
 
 
 @dataclass
@@ -33,6 +35,7 @@ class ServeSettings:
     max_inputs: int = 64             # texts per /v1/classify call
     timeout_s: float = 60.0          # a request still running after this is cut (504)
     api_key: Optional[str] = None    # when set, every route but /health needs "Authorization: Bearer KEY"
+    max_body_bytes: int = 1_048_576  # larger request bodies are refused (413) before being read
 
 
 class Request(BaseModel):
@@ -71,7 +74,7 @@ class ApiError(Exception):
         self.status, self.message, self.param, self.kind, self.code = status, message, param, kind, code
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+        return error_body(self.message, self.kind, self.param, self.code)
 
 
 def create_app(loaded: LoadedRun, settings: ServeSettings, model_id: str):
@@ -85,6 +88,8 @@ def create_app(loaded: LoadedRun, settings: ServeSettings, model_id: str):
     app = FastAPI(title=f"tunelab: {model_id}", docs_url=None, redoc_url=None, openapi_url=None)
     executor = ThreadPoolExecutor(max_workers=1)  # one model, one thread: torch already uses every core
     worker = app.state.worker = Worker(loaded, settings, executor)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    json_500(app)
 
     @app.exception_handler(ApiError)
     async def _api_error(_, err: ApiError):
@@ -173,6 +178,7 @@ class Worker:
                                        settings.max_batch_size, settings.max_wait_ms)
         self.generator = MicroBatcher(self._generate, executor, settings.max_batch_size, settings.max_wait_ms)
         self.context = context_window(loaded.model)
+        self.abandoned_streams = 0  # streams whose client disconnected before the end
 
     async def timed(self, awaitable):
         try:
@@ -231,13 +237,16 @@ class Worker:
         batch = tokenizer(text, add_special_tokens=False, return_tensors="pt")
         sampling = ({"do_sample": True, "temperature": body.temperature, "top_p": body.top_p}
                     if body.temperature > 0 else {"do_sample": False})
+        client_gone = threading.Event()
 
         def run():
             import torch
+            from transformers import StoppingCriteriaList
 
             with torch.inference_mode():
                 model.generate(**batch, max_new_tokens=body.max_tokens, streamer=streamer,
-                               pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **sampling)
+                               pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                               stopping_criteria=StoppingCriteriaList([StopWhen(client_gone)]), **sampling)
 
         done = asyncio.get_running_loop().run_in_executor(self.executor, run)
         chunk_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
@@ -247,16 +256,35 @@ class Worker:
                      "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
             return f"data: {json.dumps(chunk)}\n\n"
 
-        yield event({"role": "assistant", "content": ""})
-        while True:
-            piece = await asyncio.to_thread(next, streamer, None)
-            if piece is None:
-                break
-            if piece:
-                yield event({"content": piece})
-        await done
-        yield event({}, "stop")
-        yield "data: [DONE]\n\n"
+        finished = False
+        try:
+            yield event({"role": "assistant", "content": ""})
+            while True:
+                piece = await asyncio.to_thread(next, streamer, None)
+                if piece is None:
+                    break
+                if piece:
+                    yield event({"content": piece})
+            await done
+            finished = True
+            yield event({}, "stop")
+            yield "data: [DONE]\n\n"
+        finally:
+            if not finished:  # the client went away: stop generating for nobody, free the model
+                client_gone.set()
+                self.abandoned_streams += 1
+
+
+class StopWhen:
+    """A transformers stopping criterion: stop every sequence once ``event`` is set."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
 
 
 def run(run_dir: str, variant: str | None, host: str, port: int, settings: ServeSettings,
