@@ -50,15 +50,24 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from its last checkpoint (same data order and "
                              "optimizer state); refuses if the config or data changed")
+    parser.add_argument("--nproc", type=positive_int, default=1,
+                        help="data-parallel processes on this machine, started with torchrun (default 1); each "
+                             "gets its share of the cores and of the data, train.batch_size is per process, "
+                             "train.distributed picks ddp, deepspeed-zero2/3 or fsdp. Several machines: "
+                             "see docs/scaling.md")
 
 
-def _train(args: argparse.Namespace) -> None:
-    from tunelab import train
+def _train(args: argparse.Namespace) -> int | None:
+    from tunelab import distributed, train
     from tunelab.config import load_config
     from tunelab.runs import read_json
 
     cfg = load_config(args.config, args.overrides)
-    resume_command = " ".join(["tunelab train", args.config, *args.overrides, "--resume"])
+    nproc = ["--nproc", str(args.nproc)] if args.nproc > 1 else []
+    resume_command = " ".join(["tunelab train", args.config, *args.overrides, *nproc, "--resume"])
+    if args.nproc > 1 and distributed.world().size == 1:
+        train.check_launchable(cfg)  # problems a user can fix, shown once, before any process starts
+        return distributed.launch(args.config, args.overrides, args.nproc, args.resume)  # the main one reports
     try:
         run_dir = train.run(cfg, resume=args.resume, echo=print)
     except TrainingInterrupted as err:
@@ -67,6 +76,8 @@ def _train(args: argparse.Namespace) -> None:
     except KeyboardInterrupt:
         print(f"tunelab: interrupted; continue with: {resume_command}", file=sys.stderr)
         raise SystemExit(130) from None
+    if not distributed.world().is_main:
+        return None
     metrics = read_json(run_dir / "metrics.json")
     shown = {k: metrics[k] for k in ("train_seconds", "train_samples_per_second", "trainable_params",
                                     "peak_rss_mb", "final_train_loss", "best_eval_metric")}

@@ -86,9 +86,14 @@ def cpu_description() -> str:
 
 
 def set_threads(cfg: TunelabConfig) -> int:
-    """Apply ``train.threads`` (default: the count measured fastest now, see ``tunelab.threads``); return it."""
+    """Apply ``train.threads``; return it. Default: the count measured fastest now (``tunelab.threads``),
+    or, when several processes share the machine, each one's share of the cores."""
     from tunelab import threads
+    from tunelab.distributed import threads_per_process, world
 
+    processes = world().local_size
+    if cfg.train.threads is None and processes > 1:
+        return threads.apply(threads_per_process(cpu_count(), processes))
     return threads.apply(cfg.train.threads)
 
 

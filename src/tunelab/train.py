@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from tunelab import prepare
+from tunelab import distributed, prepare
 from tunelab.config.schema import TunelabConfig
 from tunelab.data.collate import PadCollator
 from tunelab.errors import RunFolderError, TrainingInterrupted
@@ -37,22 +37,41 @@ TRAINING_OUTPUTS = ("adapter", "model", "checkpoints", "tensorboard", "metrics.j
 def run(cfg: TunelabConfig, resume: bool = False, echo: Callable[[str], None] | None = None) -> Path:
     """Train as the config says; return the complete run folder. ``echo`` receives the data summary."""
     run_dir = Path(cfg.output.dir)
+    device_type = choose_device(cfg).type
+    distributed.check(cfg, device_type)
     if resume:
         check_resumable(run_dir, cfg)
     else:
         if (run_dir / "checkpoints").exists() and not (run_dir / COMPLETE_MARKER).exists() and not cfg.output.overwrite:
             raise RunFolderError(f"{run_dir}: holds an interrupted run; continue it with --resume, or set "
                                  "output.overwrite=true to start over")
-        prepare.run(cfg)
-        if echo:
-            from tunelab.data.report import summary_text
-
-            echo(summary_text(read_json(run_dir / "data_report.json")))
-        for name in TRAINING_OUTPUTS:
-            _remove(run_dir / name)
-        write_json(run_dir / STATE_FILE, {"config": cfg.model_dump(mode="json"), "config_hash": config_hash(cfg),
-                                          "data_hash": read_json(run_dir / "data_report.json")["data_hash"]})
+        with distributed.main_first(device_type) as main:
+            if main:  # the other processes wait, then read what it prepared
+                start_fresh(run_dir, cfg, echo)
     return train_in(run_dir, cfg, resume)
+
+
+def check_launchable(cfg: TunelabConfig) -> None:
+    """What ``run`` would refuse, checked once before several processes start (each would print it)."""
+    from tunelab.data.examples import load_examples
+    from tunelab.models import resolve_model
+
+    distributed.check(cfg, choose_device(cfg).type)
+    resolve_model(cfg.model.name, cfg.model.allow_pickle_weights)
+    load_examples(cfg)
+
+
+def start_fresh(run_dir: Path, cfg: TunelabConfig, echo: Callable[[str], None] | None) -> None:
+    """Prepare the data and clear what an earlier training run left."""
+    prepare.run(cfg)
+    if echo:
+        from tunelab.data.report import summary_text
+
+        echo(summary_text(read_json(run_dir / "data_report.json")))
+    for name in TRAINING_OUTPUTS:
+        _remove(run_dir / name)
+    write_json(run_dir / STATE_FILE, {"config": cfg.model_dump(mode="json"), "config_hash": config_hash(cfg),
+                                      "data_hash": read_json(run_dir / "data_report.json")["data_hash"]})
 
 
 def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
@@ -95,14 +114,18 @@ def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
         trainer.model_accepts_loss_kwargs = False
 
     checkpoint = _last_checkpoint(run_dir) if resume else None
-    if checkpoint:
+    if checkpoint and distributed.world().is_main:
         trim_log(run_dir / "train_log.jsonl", int(Path(checkpoint).name.rsplit("-", 1)[1]))
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - started
     if stopper.received is not None:
         raise interrupted(run_dir, stopper.received, trainer.state.global_step)
+    processes = trainer.args.world_size
     measured = {
+        "processes": processes,
+        "distributed": engine_used(trainer, cfg),
+        "global_batch": cfg.train.batch_size * cfg.train.gradient_accumulation_steps * processes,
         "train_seconds": round(train_seconds, 3),
         "train_samples_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 3),
         "train_tokens_per_second": round(trainer.state.num_input_tokens_seen / max(result.metrics["train_runtime"], 1e-9), 1),
@@ -112,9 +135,18 @@ def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
         "device": device.description,
     }
     save_outputs(run_dir, cfg, trainer, tokenizer, measured, peft=cfg.method.name in PEFT_METHODS)
-    write_json(run_dir / "versions.json", {**versions(), "device": device.description, "threads": threads})
-    (run_dir / COMPLETE_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+    if trainer.is_world_process_zero():
+        write_json(run_dir / "versions.json", {**versions(), "device": device.description, "threads": threads,
+                                               "processes": processes})
+        (run_dir / COMPLETE_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
     return run_dir
+
+
+def engine_used(trainer, cfg: TunelabConfig) -> str:
+    """What actually shared the work, as the Trainer reports it (not only what the config asked for)."""
+    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+        return cfg.train.distributed
+    return "ddp" if trainer.args.world_size > 1 else "none"
 
 
 def interrupted(run_dir: Path, signum: int, step: int) -> TrainingInterrupted:
@@ -172,7 +204,7 @@ def training_arguments(cfg: TunelabConfig, run_dir: Path, device: Device, has_ev
         logging_steps=t.logging_steps, report_to=report_to or "none", disable_tqdm=True,
         use_cpu=device.type == "cpu", bf16=device.bf16,
         include_num_input_tokens_seen="non_padding", prediction_loss_only=cfg.task != "classification",
-        remove_unused_columns=False, dataloader_num_workers=0,
+        remove_unused_columns=False, dataloader_num_workers=0, **distributed.training_arguments(cfg),
     )
 
 
@@ -181,8 +213,11 @@ def callbacks(cfg: TunelabConfig, run_dir: Path, has_eval: bool) -> list:
 
     from tunelab.callbacks import AdaLoraCallback, JsonlLogCallback, ProgressCallback
 
-    samples = cfg.train.batch_size * cfg.train.gradient_accumulation_steps
-    found = [ProgressCallback(samples), JsonlLogCallback(run_dir / "train_log.jsonl")]
+    where = distributed.world()
+    samples = cfg.train.batch_size * cfg.train.gradient_accumulation_steps * where.size
+    found = [JsonlLogCallback(run_dir / "train_log.jsonl")]
+    if where.is_main:  # one progress line per step, not one per process
+        found.insert(0, ProgressCallback(samples))
     if cfg.method.name == "adalora":
         found.append(AdaLoraCallback())
     if has_eval and cfg.train.early_stopping_patience:
@@ -205,10 +240,11 @@ def _classification_metrics():
 
 
 def planned_steps(cfg: TunelabConfig, train_rows: int) -> int:
-    """Optimizer steps the run will take (single process)."""
+    """Optimizer steps the run will take (each step takes batch_size x accumulation x processes rows)."""
     if cfg.train.max_steps:
         return cfg.train.max_steps
-    per_epoch = math.ceil(train_rows / cfg.train.batch_size / cfg.train.gradient_accumulation_steps)
+    global_batch = cfg.train.batch_size * cfg.train.gradient_accumulation_steps * distributed.world().size
+    per_epoch = math.ceil(train_rows / global_batch)
     return max(1, math.ceil(per_epoch * cfg.train.epochs))
 
 

@@ -26,10 +26,12 @@ def save_outputs(run_dir: Path, cfg: TunelabConfig, trainer, tokenizer, measured
 
     model = trainer.model
     artifact = run_dir / ("adapter" if peft else "model")
-    model.save_pretrained(artifact)
+    eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}  # every process takes part
+    save_weights(trainer, artifact)
+    if not trainer.is_world_process_zero():
+        return {}
     tokenizer.save_pretrained(run_dir / "tokenizer")
     trainable, total = count_parameters(model)
-    eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     metrics = {
         **measured,
@@ -52,6 +54,20 @@ def save_outputs(run_dir: Path, cfg: TunelabConfig, trainer, tokenizer, measured
     write_json(run_dir / "metrics.json", metrics)
     (run_dir / "README.md").write_text(run_readme(run_dir, cfg, metrics), encoding="utf-8")
     return metrics
+
+
+def save_weights(trainer, artifact: Path) -> None:
+    """The trained weights (adapter or whole model), written once, by the main process.
+
+    Under DeepSpeed ZeRO-3 each process holds a slice of the weights; the Trainer gathers them,
+    which every process has to join.
+    """
+    if trainer.is_deepspeed_enabled:
+        trainer.save_model(str(artifact))
+        if trainer.is_world_process_zero():
+            (artifact / "training_args.bin").unlink(missing_ok=True)  # a pickle nobody needs next to the weights
+    elif trainer.is_world_process_zero():
+        trainer.model.save_pretrained(artifact)
 
 
 def run_readme(run_dir: Path, cfg: TunelabConfig, m: dict) -> str:

@@ -175,9 +175,9 @@ class TrainSection(Section):
     max_steps: Optional[int] = Field(None, ge=1)
     """Stop after this many optimizer steps (overrides `epochs`)."""
     batch_size: int = Field(16, ge=1)
-    """Examples per device per forward pass."""
+    """Examples per process (per device) per forward pass."""
     gradient_accumulation_steps: int = Field(1, ge=1)
-    """Forward passes per optimizer step; the effective batch is batch_size x this x processes."""
+    """Forward passes per optimizer step; the global batch is batch_size x this x processes."""
     learning_rate: float = Field(2.0e-4, gt=0)
     """Peak learning rate (try 5e-4 for LoRA on small models, 2e-5 to 5e-5 for full fine-tuning)."""
     weight_decay: float = Field(0.0, ge=0)
@@ -222,6 +222,13 @@ class TrainSection(Section):
     """Loggers, as the Hugging Face Trainer accepts them (tensorboard, wandb, mlflow, none)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to train: `auto` takes CUDA when present (bf16 where supported), else CPU in fp32."""
+    distributed: Literal["ddp", "deepspeed-zero2", "deepspeed-zero3", "fsdp"] = "ddp"
+    """How several processes (`tunelab train --nproc N`, torchrun, accelerate launch) share the work:
+    `ddp` copies the model to each (CPU or GPU); `deepspeed-zero2` also shards optimizer state and
+    gradients, `deepspeed-zero3` the weights too (CPU or GPU, needs DeepSpeed); `fsdp` shards like
+    ZeRO-3 with PyTorch's FSDP 2 (GPUs only). See docs/scaling.md."""
+    distributed_config: Optional[str] = None
+    """Your own DeepSpeed or FSDP JSON instead of tunelab's template for `distributed`."""
 
 
 class EvalSection(Section):
