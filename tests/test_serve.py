@@ -233,3 +233,22 @@ def test_a_client_leaving_mid_stream_stops_its_generation(causal_run, monkeypatc
         assert reply.status_code == 200
     finally:
         server.stop()
+
+
+def test_a_bug_still_answers_json_500_and_logs_its_traceback(capsys):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from tunelab.web import json_500
+
+    app = FastAPI()
+    json_500(app)
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("a bug")
+
+    reply = TestClient(app, raise_server_exceptions=False).get("/boom")
+    assert reply.status_code == 500 and reply.json()["error"]["type"] == "server_error"
+    assert "a bug" not in reply.text
+    assert "RuntimeError: a bug" in capsys.readouterr().err
