@@ -106,7 +106,7 @@ def test_torchrun_ranks_train_on_disjoint_shards_that_cover_the_data(tmp_path, t
 def test_fsdp_is_refused_on_cpu_before_anything_starts(tmp_path, tiny_bert, run_cli):
     cfg = config(tmp_path, tiny_bert, batch_size=4)
     for extra in ([], ["--nproc", "2"]):
-        code, _, err = run_cli("train", cfg, "train.distributed=fsdp", *extra)
+        code, _, err = run_cli("train", cfg, "train.distributed=fsdp", "train.device=cpu", *extra)
         assert code == 2 and "train.distributed: fsdp needs CUDA GPUs" in err and "Traceback" not in err
         assert not (tmp_path / "run").exists()
 
