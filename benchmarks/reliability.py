@@ -213,12 +213,12 @@ def load_test(requests: int, clients: int, bad_share: float) -> dict:
     server = start_server(str(run_dir), port, batch_size=16)
     try:
         asyncio.run(hammer(port, abuse_plan("classification", 200, bad_share, seed=1), clients))
-        warm_rss = _rss_mb(server.pid)
+        warm_rss = current_rss_mb(server.pid)
         started = time.perf_counter()
         summary = summarize(asyncio.run(hammer(port, abuse_plan("classification", requests, bad_share), clients)))
         seconds = time.perf_counter() - started
         summary.update(seconds=round(seconds, 1), requests_per_second=round(requests / seconds, 1),
-                       rss_growth_mb=round(_rss_mb(server.pid) - warm_rss, 1),
+                       rss_growth_mb=round(current_rss_mb(server.pid) - warm_rss, 1),
                        server_peak_rss_mb=round(peak_rss_mb(server.pid), 1), clients=clients,
                        healthy_after=httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200)
     finally:
@@ -246,7 +246,8 @@ def _minilm_run() -> Path:
     return train.run(cfg)
 
 
-def _rss_mb(pid: int) -> float:
+def current_rss_mb(pid: int) -> float:
+    """A process's resident memory now (VmRSS), in MiB; ``peak_rss_mb`` gives its high-water mark."""
     status = Path(f"/proc/{pid}/status").read_text()
     return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) / 1024
 

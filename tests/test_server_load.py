@@ -17,18 +17,11 @@ from tunelab.config import load_config
 from tunelab.modeling import peak_rss_mb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from reliability import API_KEY, abuse_plan, hammer, summarize  # noqa: E402
+from reliability import API_KEY, abuse_plan, current_rss_mb, hammer, summarize  # noqa: E402
 
 REQUESTS, CLIENTS, BAD_SHARE = 2000, 16, 0.1
 RSS_GROWTH_LIMIT_MB = 150   # after warm-up; a leak of one buffer per request would pass this within 2,000
 RSS_PEAK_LIMIT_MB = 2048
-
-
-def current_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def test_the_plan_has_every_kind_of_bad_request_in_the_right_share():
