@@ -1,6 +1,6 @@
 """Run every performance benchmark, then write benchmarks/RESULTS.md and the README's results table.
 
-    python benchmarks/run_all.py [--only train_throughput,levers,memory,inference,serve_load] [--render-only] [--quick]
+    python benchmarks/run_all.py [--only train_throughput,levers,memory,inference,serve_load,demo] [--render-only] [--quick]
 
 Each benchmark runs in its own process and writes its JSON to benchmarks/results/; RESULTS.md is
 rendered from those files alone (machine, date, medians, ratios, and every target met or missed), so
@@ -20,7 +20,7 @@ from common import QUIET_ENV, RESULTS, ROOT, WORK
 
 from tunelab.tables import markdown_table, replace_marked
 
-ORDER = ("train_throughput", "levers", "memory", "inference", "serve_load")
+ORDER = ("train_throughput", "levers", "memory", "inference", "serve_load", "demo")
 SERVE_RUN = WORK / "minilm-intents"  # trained by inference.py
 
 
@@ -30,7 +30,8 @@ def run(name: str, quick: bool) -> None:
              "levers": ["--quick"] if quick else [],
              "memory": ["--steps", "3", "--models", "minilm"] if quick else [],
              "inference": ["--skip-gptq"] if quick else [],
-             "serve_load": [str(SERVE_RUN)] + (["--requests", "64"] if quick else [])}[name]
+             "serve_load": [str(SERVE_RUN)] + (["--requests", "64"] if quick else []),
+             "demo": []}[name]
     print(f"== {name} {' '.join(extra)}", flush=True)
     done = subprocess.run([sys.executable, str(script), *extra], env={**os.environ, **QUIET_ENV})
     if done.returncode != 0:
@@ -107,6 +108,33 @@ def serve_section(data: dict) -> str:
             + markdown_table(headers, rows) + f"\n\nMicro-batching: **{data['batching_speedup']}x** the requests/s.")
 
 
+def demo_section(data: dict) -> str:
+    rows = [[i + 1, r["seconds"], r["base_accuracy"], r["tuned_accuracy"]] for i, r in enumerate(data["runs"])]
+    return ("`tunelab demo` in a fresh process (models already cached), as the README runs it.\n\n"
+            + markdown_table(["run", "seconds", "base (probe) accuracy", "tuned accuracy"], rows)
+            + f"\n\nMedian: **{data['median_seconds']:g} s**.")
+
+
+def quantization_readme_table(data: dict | None) -> str | None:
+    """The README's short quantization table: the classifier's rows of inference.json."""
+    if not data or "minilm_intents" not in data:
+        return None
+    report = data["minilm_intents"]
+    rows = [[("fp32 (merged)" if r["variant"] == report["reference"] else r["variant"]), f"{r['disk_mb']:.1f}",
+             f"{r['block_weights_ratio']:.2f}x", f"{r['latency_ms']['1']:.1f} / {r['latency_ms']['8']:.1f}",
+             f"{r['metric_value']:.3f}", f"{r['agreement']:.1%}"]
+            for r in report["rows"] if "error" not in r and r["variant"] != "adapter"]
+    return (markdown_table(["variant", "disk MiB", "transformer blocks vs fp32", "latency bs1 / bs8 (ms)",
+                            "accuracy", "same label as fp32"], rows)
+            + f"\n\n_Measured {data['machine']['date']} on {data['machine']['cpu']}._")
+
+
+def measured_when(data: dict | None) -> str:
+    """When and where a benchmark's JSON was measured (benchmarks can be rerun one at a time)."""
+    found = (data or {}).get("machine") or {}
+    return f"_Measured {found['date']} on {found['cpu']}._\n" if "date" in found else ""
+
+
 def render(results: dict) -> str:
     header = next((results[n]["machine"] for n in ORDER if results.get(n) and "machine" in results[n]), {})
     parts = ["# Performance results", "",
@@ -114,19 +142,21 @@ def render(results: dict) -> str:
              "is typed in. Every ratio compares contestants measured one after another in the same run.", ""]
     if header:
         parts += [f"Machine: {header['cpu']}, {header['cores']} usable cores, {header['memory_gib']} GiB; "
-                  f"measured {header['date']}; Python {header['python']}, torch {header.get('torch')}, "
-                  f"transformers {header.get('transformers')}, peft {header.get('peft')}.", ""]
+                  f"Python {header['python']}, torch {header.get('torch')}, transformers {header.get('transformers')}, "
+                  f"peft {header.get('peft')}. Each section says when it was measured.", ""]
     parts += ["## Targets", "", markdown_table(["target", "goal", "measured", "result"], verdict_rows(results)), ""]
     sections = {"train_throughput": ("Training throughput (`train_throughput.py`)", train_section),
                 "levers": ("Each lever on its own (`levers.py`)", levers_section),
                 "memory": ("Training memory (`memory.py`)", memory_section),
-                "serve_load": ("Serving under load (`serve_load.py`)", serve_section)}
+                "serve_load": ("Serving under load (`serve_load.py`)", serve_section),
+                "demo": ("The README's demo, timed (`demo.py`)", demo_section)}
     for name in ORDER:
         if name == "inference" and (RESULTS / "inference.md").exists():
-            parts += ["## Inference: fp32 vs quantized (`inference.py`)", "", inference_section(), ""]
+            parts += ["## Inference: fp32 vs quantized (`inference.py`)", "", measured_when(results.get(name)),
+                      inference_section(), ""]
         elif name in sections and results.get(name):
             title, build = sections[name]
-            parts += [f"## {title}", "", build(results[name]), ""]
+            parts += [f"## {title}", "", measured_when(results[name]), build(results[name]), ""]
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -143,7 +173,11 @@ def main(argv: list[str] | None = None) -> None:
     (ROOT / "benchmarks" / "RESULTS.md").write_text(render(results), encoding="utf-8")
     readme = ROOT / "README.md"
     table = markdown_table(["target", "goal", "measured", "result"], verdict_rows(results))
-    readme.write_text(replace_marked(readme.read_text(encoding="utf-8"), "measured:performance", table), encoding="utf-8")
+    text = replace_marked(readme.read_text(encoding="utf-8"), "measured:performance", table)
+    quantization = quantization_readme_table(results["inference"])
+    if quantization:
+        text = replace_marked(text, "measured:quantization", quantization)
+    readme.write_text(text, encoding="utf-8")
     print(f"wrote {ROOT / 'benchmarks' / 'RESULTS.md'} and the README's performance table")
 
 

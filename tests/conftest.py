@@ -29,7 +29,8 @@ def _tunelab_cache(tmp_path_factory):
 def tiny_llama(tmp_path_factory) -> Path:
     from tunelab.tiny import make_tiny_model
 
-    return make_tiny_model("llama", tmp_path_factory.mktemp("tiny-llama"), hidden=32, layers=2, heads=4,
+    # Widths in multiples of 64 (hidden 64, MLP 192): what bitsandbytes' 4-bit CPU kernel takes.
+    return make_tiny_model("llama", tmp_path_factory.mktemp("tiny-llama"), hidden=64, layers=2, heads=4,
                            vocab_size=600)
 
 
@@ -81,7 +82,7 @@ def run_cli(capsys):
 
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
-    """A 2-layer BERT (hidden 32) with MiniLM's WordPiece tokenizer: a fast classification base."""
+    """A 2-layer BERT (hidden 64, MLP 128: widths the 4-bit kernel takes) with MiniLM's WordPiece tokenizer."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
@@ -90,8 +91,8 @@ def tiny_bert(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("builtin:minilm"))
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=128,
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=128, max_position_embeddings=128,
                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # deterministic steps
     BertModel(config).save_pretrained(out)
     tokenizer.save_pretrained(out)

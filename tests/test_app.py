@@ -1,6 +1,7 @@
 """The web app: the API behind the page, its limits, and the page itself in a real headless Chromium."""
 
 import json
+import re
 import shutil
 
 import httpx
@@ -114,3 +115,47 @@ def test_causal_runs_answer_with_the_base_and_the_tuned_model(tmp_path, tiny_lla
     assert [o["model"] for o in first] == ["base", "fine-tuned"]
     assert [o["output"] for o in first] == [o["output"] for o in second]
     assert first[1]["output"] == generate(load_run(run_dir), ["Say alpha."], 32)[0]
+
+
+def test_the_page_shows_what_the_server_sends_as_text_not_html():
+    """Run names, model outputs and errors go in with textContent; only the dashboard, which
+    tunelab.report renders, goes in as HTML, and only from a 200."""
+    from tunelab.app import PAGE
+
+    script = PAGE.read_text(encoding="utf-8").split("<script>")[1].split("</script>")[0]
+    html_sinks = re.findall(r"(innerHTML|outerHTML|insertAdjacentHTML|document\.write)", script)
+    assert html_sinks == ["innerHTML"], html_sinks
+    dashboard = script.split("async function loadDashboard()")[1].split("\n}")[0]
+    assert "innerHTML" in dashboard and dashboard.index("if (!reply.ok)") < dashboard.index("innerHTML")
+    assert "querySelector(`" not in script  # model names are compared, never pasted into a selector
+
+
+def test_waiting_tries_are_bounded_and_the_page_stays_responsive(app_server, monkeypatch):
+    import asyncio
+    import threading
+
+    from tunelab import app as web_app
+
+    server, run_dir = app_server
+    release, entered = threading.Event(), []
+
+    def answer(self, text):
+        entered.append(text)
+        release.wait(60)
+        return []
+
+    monkeypatch.setattr(web_app.RunModels, "answer", answer)
+
+    async def flood():
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            waiting = [asyncio.create_task(client.post("/api/try", json={"run": 0, "text": f"x {i}"}))
+                       for i in range(web_app.MAX_PENDING_TRIES)]
+            while len(entered) < web_app.MAX_PENDING_TRIES:  # every one of them is with the models now
+                await asyncio.sleep(0.05)
+            extra = [await client.post("/api/try", json={"run": 0, "text": "one more"}) for _ in range(3)]
+            page = await client.get("/api/runs")
+            release.set()
+            return page, [r.status_code for r in extra], [r.status_code for r in await asyncio.gather(*waiting)]
+
+    page, extra, waited = asyncio.run(asyncio.wait_for(flood(), 120))
+    assert page.status_code == 200 and extra == [429] * 3 and waited == [200] * web_app.MAX_PENDING_TRIES

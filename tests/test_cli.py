@@ -75,3 +75,43 @@ def test_bad_numbers_are_usage_errors(argv, capsys):
     assert caught.value.code == 2
     err = capsys.readouterr().err
     assert "error: argument" in err and "Traceback" not in err
+
+
+def all_help_texts() -> dict[str, str]:
+    """``--help`` of the program and of every command and subcommand, as argparse renders it."""
+    import argparse
+
+    from tunelab.cli import build_parser
+
+    found = {}
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        found[name] = parser.format_help()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    walk(sub, f"{name} {sub_name}")
+
+    walk(build_parser(), "tunelab")
+    return found
+
+
+def test_help_shows_single_percent_signs():
+    texts = all_help_texts()
+    assert {"tunelab evaluate", "tunelab report", "tunelab config show", "tunelab config schema"} <= set(texts)
+    for name, text in texts.items():
+        assert "%%" not in text, name
+    assert "95% CI" in " ".join(texts["tunelab evaluate"].split())
+    assert "95% bootstrap CI" in " ".join(texts["tunelab"].split())
+
+
+def test_percent_signs_in_descriptions_and_help_survive(monkeypatch):
+    from tunelab import cli
+    from tunelab.cli_args import Command
+
+    commands = {"a": Command("100% of the help", lambda p: None, lambda a: None),
+                "b": Command("short", lambda p: None, lambda a: None, "50% of a description, not %(prog)s")}
+    monkeypatch.setattr(cli, "COMMANDS", commands)
+    texts = all_help_texts()
+    assert "100% of the help" in texts["tunelab"] and "100% of the help" in texts["tunelab a"]
+    assert "50% of a description, not %(prog)s" in " ".join(texts["tunelab b"].split())

@@ -1,6 +1,5 @@
 """The README's main job: base vs tuned on the built-in data."""
 
-import time
 from pathlib import Path
 
 import pytest
@@ -20,12 +19,11 @@ def test_demo_settings_match_the_shipped_config(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_beats_the_probe_in_under_ten_minutes(tmp_path, run_cli):
-    started = time.perf_counter()
+def test_demo_beats_the_probe(tmp_path, run_cli):
+    # How long it takes is measured by benchmarks/demo.py, not asserted here.
     code, out, err = run_cli("demo", "--out", tmp_path / "demo")
-    seconds = time.perf_counter() - started
     assert code == 0, err
     summary = yaml.safe_load((tmp_path / "demo" / "summary.json").read_text())
     assert summary["tuned"]["accuracy"] > summary["base"]["accuracy"]
     assert summary["test_examples"] == 200 and summary["trainable_params"] < summary["total_params"] / 20
-    assert "base (probe)" in out and seconds < 600
+    assert "base (probe)" in out

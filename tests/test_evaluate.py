@@ -64,3 +64,19 @@ def test_evaluate_refuses_unknown_split(tmp_path, tiny_bert, run_cli):
     with pytest.raises(SystemExit) as caught:  # argparse's own usage error
         run_cli("evaluate", run_dir, "--split", "dev")
     assert caught.value.code == 2
+
+
+def test_printed_table_warns_when_tuned_is_worse():
+    from tunelab.evaluate import table_text
+
+    def row(base, tuned, ci, lower):
+        return {"base": base, "tuned": tuned, "delta": tuned - base, "ci95": ci, "lower_is_better": lower}
+
+    report = {"task": "causal_lm", "split": "test", "examples": 9, "base": "the base model",
+              "metrics": {"perplexity": row(10.0, 12.0, [0.5, 3.5], True),
+                          "mean_loss": row(2.3, 2.2, [-0.2, 0.0], True), "bleu": row(0.3, 0.25, [-0.1, 0.02], False), "rougeL": row(0.3, 0.4, [0.05, 0.15], False)}}
+    warnings = [line for line in table_text(report).splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2
+    assert warnings[0].startswith("warning: tuned is significantly worse than base on perplexity (delta +2")
+    assert "lower is better" in warnings[0]
+    assert warnings[1].startswith("warning: tuned is worse than base on bleu") and "may be noise" in warnings[1]

@@ -178,7 +178,7 @@ def test_gptq_refuses_gpt2_and_bad_group_sizes_before_starting(tmp_path, tiny_ll
     with pytest.raises(TunelabError, match="Conv1D"):
         check_gptq_model(cfg, gpt2, 128)
     with pytest.raises(TunelabError, match="does not divide the layer widths"):
-        check_gptq_model(cfg, tiny_llama, 128)  # hidden 32
+        check_gptq_model(cfg, tiny_llama, 128)  # widths 64 and 192
     with pytest.raises(TunelabError, match="cannot run on a CPU with 4-bit GPTQ"):
         check_gptq_model(cfg, tiny_llama, 16)  # divides, but the CPU int4 kernel takes 32..256
     assert check_gptq_model(cfg, tiny_llama, 32) == "model.layers"
@@ -362,3 +362,52 @@ def test_installed_drops_methods_whose_library_is_missing_and_says_so(monkeypatc
     said = []
     assert quantizers.installed(["nf4", "gptq", "bogus", "dynamic-int8"], said.append) == ["nf4", "bogus", "dynamic-int8"]
     assert said == ["skipping gptq: it needs pip install 'tunelab[gptq]'"]
+
+
+def test_a_quantized_copy_is_tied_to_the_weights_it_was_made_from(tmp_path, tiny_bert, run_cli):
+    import shutil
+
+    from tunelab import quantize
+    from tunelab.inference import load_run
+    from tunelab.runs import weights_digest
+
+    config = train_config(tmp_path, tiny_bert, train={"max_steps": 2})
+    run_dir = train.run(load_config(config))
+    quantize.run(run_dir, ["dynamic-int8"])
+    copy = run_dir / "quantized" / "dynamic-int8"
+    info = json.loads((copy / "quantized.json").read_text())
+    assert info["source_sha256"] == weights_digest(run_dir / "merged") and info["full_precision_layers"] == []
+    shutil.copytree(copy, tmp_path / "old-copy")
+
+    # Retraining clears every copy made from the old weights.
+    run_dir = train.run(load_config(config, ["train.seed=1", "output.overwrite=true"]))
+    assert not (run_dir / "quantized").exists() and not (run_dir / "merged").exists()
+
+    # A copy of the old weights put back is refused when loaded, and redone rather than reused.
+    code, out, _ = run_cli("quantize", run_dir, "--method", "dynamic-int8")  # merges the new weights
+    assert code == 0 and "wrote" in out
+    shutil.rmtree(copy)
+    shutil.copytree(tmp_path / "old-copy", copy)
+    with pytest.raises(RunFolderError, match="made from other weights than merged/ holds now"):
+        load_run(run_dir, "dynamic-int8")
+    code, _, err = run_cli("predict", run_dir, "--variant", "dynamic-int8", "alpha item 1")
+    assert code == 2 and "--force" in err
+    said = []
+    quantize.run(run_dir, ["dynamic-int8"], echo=said.append)
+    assert not any("already in" in line for line in said) and any("wrote" in line for line in said)
+    assert json.loads((copy / "quantized.json").read_text())["source_sha256"] == weights_digest(run_dir / "merged")
+    load_run(run_dir, "dynamic-int8")
+
+
+def test_a_copy_without_a_record_of_its_source_is_refused(tmp_path, tiny_bert):
+    from tunelab import quantize
+    from tunelab.inference import load_run
+
+    run_dir = train.run(load_config(train_config(tmp_path, tiny_bert, train={"max_steps": 1})))
+    quantize.run(run_dir, ["dynamic-int8"])
+    info_file = run_dir / "quantized" / "dynamic-int8" / "quantized.json"
+    info = json.loads(info_file.read_text())
+    del info["source_sha256"]
+    info_file.write_text(json.dumps(info))
+    with pytest.raises(RunFolderError, match="did not record which weights"):
+        load_run(run_dir, "dynamic-int8")

@@ -66,3 +66,46 @@ def test_replace_marked_rewrites_only_between_its_markers():
     assert replace_marked(new, "results", "| a |") == new  # idempotent
     with pytest.raises(ValueError, match="markers"):
         replace_marked(page, "missing", "x")
+
+
+def test_report_without_out_goes_into_the_folder_it_is_about(tmp_path, monkeypatch, run_cli):
+    from report_fixtures import write_bakeoff, write_run
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run_dir = write_run(tmp_path / "run")
+    code, out, err = run_cli("report", run_dir)
+    assert code == 0, err
+    assert (run_dir / "report.html").read_text().startswith("<!doctype html>")
+    assert f"wrote {run_dir / 'report.html'}" in out
+    code, out, err = run_cli("report", run_dir, "--markdown")
+    assert code == 0, err
+    assert "| accuracy |" in (run_dir / "report.md").read_text()
+    bakeoff = write_bakeoff(tmp_path / "bakeoff")
+    code, _, err = run_cli("report", bakeoff)
+    assert code == 0 and (bakeoff / "report.html").exists(), err
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_report_of_several_folders_needs_out(tmp_path, monkeypatch, run_cli):
+    from report_fixtures import write_bakeoff, write_run
+
+    monkeypatch.chdir(tmp_path)
+    run_dir, bakeoff = write_run(tmp_path / "run"), write_bakeoff(tmp_path / "bakeoff")
+    code, _, err = run_cli("report", run_dir, bakeoff)
+    assert code == 2 and "--out" in err
+    assert not list(tmp_path.rglob("report.*"))
+    code, _, err = run_cli("report", run_dir, bakeoff, "--out", tmp_path / "both.html")
+    assert code == 0, err
+    html = (tmp_path / "both.html").read_text()
+    assert "Run " in html and "Bake-off " in html
+
+
+def test_report_help_says_where_the_report_goes():
+    from tunelab.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command")
+    text = " ".join(commands.choices["report"].format_help().split())
+    assert "report.html, or report.md with --markdown, inside the folder given" in text
+    assert "required when several folders are given" in text

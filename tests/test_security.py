@@ -1,5 +1,6 @@
-"""Security defaults: safetensors only, trust_remote_code visible, API key on every route but /health,
-no CORS, no paths from the browser, no secrets in logs, run folders or errors."""
+"""Security defaults: safetensors only, trust_remote_code visible and refused in shared runs without a
+flag, API key on every route but /health (and required off loopback), Host checked on loopback, no
+CORS, no paths from the browser, no secrets in logs, run folders or errors."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from conftest import Server, train_config, write_config, write_jsonl
 from tunelab import train
 from tunelab.config import load_config
+from tunelab.errors import TunelabError
 from tunelab.inference import load_run
 from tunelab.serve import ServeSettings, create_app
 
@@ -118,11 +120,11 @@ def test_every_route_but_health_needs_the_api_key(locked_server, classifier_run)
 def test_the_key_is_compared_in_constant_time(locked_server, monkeypatch):
     import hmac
 
-    import tunelab.serve
+    import tunelab.serve.server
 
     calls = []
     real = hmac.compare_digest
-    monkeypatch.setattr(tunelab.serve.hmac, "compare_digest", lambda a, b: calls.append(1) or real(a, b))
+    monkeypatch.setattr(tunelab.serve.server.hmac, "compare_digest", lambda a, b: calls.append(1) or real(a, b))
     httpx.get(locked_server.url + "/v1/models", headers={"Authorization": "Bearer nope"})
     assert calls
 
@@ -190,3 +192,154 @@ def test_secrets_stay_out_of_logs_run_folders_and_errors(tmp_path, tiny_bert, cl
         server.terminate()
         out, err = server.communicate(timeout=30)
     assert SECRET not in out + err and HUB_TOKEN not in out + err
+
+
+def remote_code_run(tmp_path: Path, classifier_run: Path, tiny_bert: Path) -> tuple[Path, Path]:
+    """A copy of a run, as someone might share it, whose config asks to trust remote code and whose
+    model/ folder maps the model class to a module that creates ``marker`` when imported."""
+    import json
+    import shutil
+
+    import yaml
+
+    run, marker = tmp_path / "shared-run", tmp_path / "remote-code-ran"
+    shutil.copytree(classifier_run, run)
+    model = run / "model"
+    shutil.copytree(tiny_bert, model)
+    (model / "evil.py").write_text(f"from pathlib import Path\nPath({str(marker)!r}).touch()\n"
+                                   "from transformers import BertConfig as EvilConfig\n"
+                                   "from transformers import BertForSequenceClassification as EvilModel\n")
+    config = json.loads((model / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModelForSequenceClassification": "evil.EvilModel"}
+    (model / "config.json").write_text(json.dumps(config))
+    tree = yaml.safe_load((run / "config.yaml").read_text())
+    tree["model"]["trust_remote_code"] = True
+    (run / "config.yaml").write_text(yaml.safe_dump(tree))
+    return run, marker
+
+
+def one_problem(err: str) -> bool:
+    """The CLI's error shape with one problem: a heading, then one indented line."""
+    lines = err.strip().splitlines()
+    return len(lines) == 2 and lines[0].startswith("tunelab:") and lines[1].startswith("  ")
+
+
+LOADS_A_RUN = {"serve": [], "app": [], "predict": ["alpha item 1"], "evaluate": [], "merge": [],
+               "quantize": ["--method", "dynamic-int8"]}
+
+
+@pytest.mark.parametrize("command", list(LOADS_A_RUN))
+def test_a_run_asking_for_remote_code_needs_the_flag(tmp_path, tiny_bert, classifier_run, run_cli, monkeypatch,
+                                                     command):
+    monkeypatch.delenv("TUNELAB_API_KEY", raising=False)
+    run, marker = remote_code_run(tmp_path, classifier_run, tiny_bert)
+    code, _, err = run_cli(command, run, *LOADS_A_RUN[command])
+    assert code == 2 and "--trust-remote-code" in err and "trust_remote_code: true" in err, err
+    assert one_problem(err) and "Traceback" not in err
+    assert not marker.exists()
+    with pytest.raises(TunelabError):
+        load_run(run)  # the library refuses by default too
+    assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_with_the_flag_the_remote_code_does_run(tmp_path, tiny_bert, classifier_run):
+    """The other half of the test above: the shared run really would run its code."""
+    import subprocess
+    import sys
+
+    run, marker = remote_code_run(tmp_path, classifier_run, tiny_bert)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-c", f"from tunelab.inference import load_run; "
+                                          f"load_run({str(run)!r}, trust_remote_code=True)"],
+                   env=env, capture_output=True, text=True, timeout=300)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("command", ["serve", "app"])
+def test_a_network_address_needs_an_api_key(tmp_path, run_cli, monkeypatch, command):
+    monkeypatch.delenv("TUNELAB_API_KEY", raising=False)
+    for host in ("0.0.0.0", "::", "192.168.1.10", "my-laptop"):
+        code, _, err = run_cli(command, tmp_path, "--host", host)
+        assert code == 2 and "API key" in err and f"--host {host}" in err and one_problem(err), err
+    monkeypatch.setenv("TUNELAB_API_KEY", SECRET)  # with a key (from the environment) it goes on, to the run
+    code, _, err = run_cli(command, tmp_path / "nope", "--host", "0.0.0.0")
+    assert code == 2 and "not a tunelab run folder" in err and SECRET not in err
+
+
+@pytest.fixture(scope="module")
+def open_app(classifier_run):
+    from tunelab.app import create_app as create_web_app, open_runs
+
+    server = Server(create_web_app(open_runs([str(classifier_run)]), api_key=SECRET))
+    yield server
+    server.stop()
+
+
+def test_the_app_with_a_key_needs_it_everywhere(open_app):
+    from fastapi.routing import APIRoute
+
+    routes = [r for r in open_app.server.config.app.routes if isinstance(r, APIRoute)]
+    assert {r.path for r in routes} >= {"/", "/api/runs", "/api/try", "/dashboard/{index}"}
+    for route in routes:
+        method = sorted(route.methods)[0]
+        path = route.path.replace("{index}", "0")
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Cookie": f"tunelab_app={SECRET}"}):
+            reply = httpx.request(method, open_app.url + path, headers=headers, json={"run": 0, "text": "x"})
+            assert reply.status_code == 401 and SECRET not in reply.text, (path, headers, reply.text)
+    bearer = httpx.get(open_app.url + "/api/runs", headers={"Authorization": f"Bearer {SECRET}"})
+    assert bearer.status_code == 200
+
+
+def test_the_apps_page_trades_the_key_for_a_cookie_once(open_app):
+    assert httpx.get(open_app.url + "/?key=wrong").status_code == 401
+    with httpx.Client(base_url=open_app.url) as browser:
+        opened = browser.get(f"/?key={SECRET}")
+        assert opened.status_code == 303 and opened.headers["location"] == "/"
+        cookie = opened.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and SECRET.lower() not in cookie
+        page = browser.get("/")
+        assert page.status_code == 200 and "<title>tunelab</title>" in page.text
+        assert browser.get("/api/runs").status_code == 200
+        assert browser.get("/dashboard/0").status_code == 200
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "127.0.0.1.evil.example", "localhost.evil.example",
+                                  "10.0.0.1"])
+def test_servers_on_loopback_refuse_other_host_names(classifier_run, host):
+    from tunelab.app import create_app as create_web_app, open_runs
+
+    servers = [Server(create_app(load_run(classifier_run), ServeSettings(), "intents")),
+               Server(create_web_app(open_runs([str(classifier_run)])))]
+    try:
+        for server, path in zip(servers, ("/health", "/api/runs")):
+            reply = httpx.get(server.url + path, headers={"Host": host})
+            assert reply.status_code == 421 and "answers only localhost" in reply.json()["error"]["message"], reply.text
+            for name in ("localhost", f"localhost:{server.port}", "127.0.0.1", f"[::1]:{server.port}"):
+                assert httpx.get(server.url + path, headers={"Host": name}).status_code == 200, name
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_an_allowed_host_name_is_answered_and_others_still_refused(classifier_run):
+    from tunelab.app import create_app as create_web_app, open_runs
+
+    servers = [Server(create_app(load_run(classifier_run), ServeSettings(allowed_hosts=("tunnel.local",)), "intents")),
+               Server(create_web_app(open_runs([str(classifier_run)]), allowed_hosts=("tunnel.local",)))]
+    try:
+        for server, path in zip(servers, ("/health", "/api/runs")):
+            assert httpx.get(server.url + path, headers={"Host": "tunnel.local:8443"}).status_code == 200
+            assert httpx.get(server.url + path, headers={"Host": "evil.example"}).status_code == 421
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.mark.parametrize("command", ["serve", "app"])
+def test_a_blank_api_key_is_no_key(tmp_path, run_cli, monkeypatch, command):
+    """`TUNELAB_API_KEY=` must not open a server to the network behind the key "" (which anyone can send)."""
+    for blank in ("", "  "):
+        monkeypatch.setenv("TUNELAB_API_KEY", blank)
+        code, _, err = run_cli(command, tmp_path, "--host", "0.0.0.0")
+        assert code == 2 and "API key" in err and one_problem(err), err

@@ -108,7 +108,20 @@ def test_classify_one_and_many_and_bad_inputs(classifier_server, classifier_run)
     for body in ({"input": []}, {"input": ""}, {"input": ["a"] * 5}, {"input": 3}, {"text": "a"}):
         response = httpx.post(classifier_server.url + "/v1/classify", json=body)
         assert response.status_code == 400 and response.json()["error"]["param"] == "input", body
-    assert httpx.post(classifier_server.url + "/v1/completions", json={"prompt": "x"}).status_code == 404
+
+
+def test_each_kind_of_run_points_to_its_own_routes(classifier_server, causal_server):
+    from openai import NotFoundError, OpenAI
+
+    for path, body in (("/v1/completions", {"prompt": "x"}), ("/v1/chat/completions", {"messages": []})):
+        reply = httpx.post(classifier_server.url + path, json=body)
+        assert reply.status_code == 404 and "/v1/classify" in reply.json()["error"]["message"], reply.text
+    with pytest.raises(NotFoundError, match="/v1/classify"):
+        OpenAI(base_url=classifier_server.url + "/v1", api_key="-", max_retries=0).chat.completions.create(
+            model="intents", messages=[{"role": "user", "content": "hi"}])
+    reply = httpx.post(causal_server.url + "/v1/classify", json={"input": "x"},
+                       headers={"Authorization": "Bearer sekret"})
+    assert reply.status_code == 404 and "/v1/chat/completions" in reply.json()["error"]["message"]
 
 
 def test_concurrent_requests_are_batched_and_match_one_by_one(classifier_server, classifier_run):
@@ -180,7 +193,6 @@ def test_oversized_bodies_get_413_in_json_declared_or_chunked(classifier_run):
 
 def test_slow_clients_do_not_stall_the_others(classifier_server):
     import socket
-    import time
 
     port = classifier_server.port
     stalled = []
@@ -191,12 +203,10 @@ def test_slow_clients_do_not_stall_the_others(classifier_server):
             sock = socket.create_connection(("127.0.0.1", port))
             sock.sendall(partial)
             stalled.append(sock)
-    try:
-        start = time.perf_counter()
+    try:  # a stalled connection holding the server would make these time out
         for i in range(10):
-            reply = httpx.post(classifier_server.url + "/v1/classify", json={"input": f"alpha item {i}"}, timeout=10)
+            reply = httpx.post(classifier_server.url + "/v1/classify", json={"input": f"alpha item {i}"}, timeout=30)
             assert reply.status_code == 200
-        assert time.perf_counter() - start < 10
     finally:
         for sock in stalled:
             sock.close()
@@ -205,16 +215,16 @@ def test_slow_clients_do_not_stall_the_others(classifier_server):
 def test_a_client_leaving_mid_stream_stops_its_generation(causal_run, monkeypatch):
     import time
 
-    import tunelab.serve
+    import tunelab.serve.worker
 
     checks = []
 
-    class Recorded(tunelab.serve.StopWhen):
+    class Recorded(tunelab.serve.worker.StopWhen):
         def __call__(self, input_ids, scores, **kwargs):
             checks.append(self.event.is_set())
             return super().__call__(input_ids, scores, **kwargs)
 
-    monkeypatch.setattr(tunelab.serve, "StopWhen", Recorded)
+    monkeypatch.setattr(tunelab.serve.worker, "StopWhen", Recorded)
     server = Server(create_app(causal_run, ServeSettings(max_tokens_cap=200), "tiny"))
     worker = server.server.config.app.state.worker
     try:
@@ -252,3 +262,26 @@ def test_a_bug_still_answers_json_500_and_logs_its_traceback(capsys):
     assert reply.status_code == 500 and reply.json()["error"]["type"] == "server_error"
     assert "a bug" not in reply.text
     assert "RuntimeError: a bug" in capsys.readouterr().err
+
+
+def test_a_stream_goes_on_when_decoding_more_tokens_rewrites_the_text_sent():
+    """Tokenizers that tidy spaces turn "do n" into "don't" once the next token comes; the stream must not stop."""
+    import torch
+
+    from tunelab.serve.streams import PostingStreamer
+
+    class Tidying:
+        eos_token_id = 0
+        pieces = {1: "do", 2: " n", 3: "'t", 4: " stop"}
+
+        def decode(self, ids, skip_special_tokens=True):
+            return "".join(self.pieces[i] for i in ids).replace(" n'", "n'")
+
+    posted = []
+    streamer = PostingStreamer(Tidying(), posted.append)
+    streamer.put(torch.tensor([[9, 9]]))  # the prompt
+    for token in (1, 2, 3, 4):
+        streamer.put(torch.tensor([token]))
+    streamer.end()
+    text = "".join(piece for _, piece in posted)
+    assert text.endswith(" stop") and len(posted) == 4, posted

@@ -73,7 +73,8 @@ def errors(run: dict) -> tuple[str, dict]:
     rows = [[true, routed, n, example[(true, routed)][:80]] for (true, routed), n in pairs.most_common(5)]
     per_class = run["eval"]["per_class"]["tuned"]
     weakest = sorted(per_class, key=lambda name: (per_class[name]["recall"], name))[:3]
-    text = (f"**Errors:** {len(wrong)} of {len(preds)} test tickets go to the wrong queue. The most frequent "
+    verb = "goes" if len(wrong) == 1 else "go"
+    text = (f"**Errors:** {len(wrong)} of {len(preds)} test tickets {verb} to the wrong queue. The most frequent "
             "confusions:\n\n" + (markdown_table(["true queue", "routed to", "tickets", "example"], rows) if rows
                                  else "(none)")
             + "\n\nLowest recall: " + ", ".join(f"{n} {per_class[n]['recall']:.3f}" for n in weakest) + ".")

@@ -88,7 +88,7 @@ def _classification(cfg: TunelabConfig, run_dir: Path, train_rows: list[dict], t
     from tunelab.models import resolve_model, safetensors_only
     from tunelab.probe import embed
 
-    loaded = load_run(run_dir)
+    loaded = load_run(run_dir, trust_remote_code=cfg.model.trust_remote_code)
     labels, max_length = loaded.labels, cfg.data.max_length
     location = resolve_model(cfg.model.name, cfg.model.allow_pickle_weights)
     tokenizer = AutoTokenizer.from_pretrained(location)
@@ -141,7 +141,7 @@ def _causal(cfg: TunelabConfig, run_dir: Path, train_rows: list[dict], test_rows
     from tunelab.probe import embed
 
     rouge = GENERATION_METRICS["rougeL"]
-    loaded = load_run(run_dir)
+    loaded = load_run(run_dir, trust_remote_code=cfg.model.trust_remote_code)
     prompts = [to_messages(r)[:-1] for r in test_rows]
     refs = [to_messages(r)[-1]["content"] for r in test_rows]
     n_new = cfg.eval.max_new_tokens

@@ -67,7 +67,7 @@ def run_method(cfg: TunelabConfig, method: str, root: Path, same_learning_rate: 
         reason = (child.stderr.strip().splitlines() or ["no output"])[-1][:300]
         return {"method": method, "learning_rate": variant.train.learning_rate, "error": reason}
     metrics = read_json(root / method / "metrics.json")
-    report = evaluate.run(root / method)
+    report = evaluate.run(root / method, trust_remote_code=variant.model.trust_remote_code)
     name = "accuracy" if cfg.task == "classification" else "perplexity"
     score = report["metrics"][name]
     return {"method": method, "learning_rate": variant.train.learning_rate, "run_dir": str(root / method),

@@ -4,6 +4,9 @@ A request submits its item and awaits the result. One worker collects items for 
 ``max_wait_ms`` after the first arrives (or until ``max_batch_size``), runs the batch function
 once in a single model thread, and hands each request its own result. Items carry a key; only
 items with the same key share a batch (generation settings such as temperature must match).
+
+A batch that raises is run again one item at a time, so one bad item fails only its own request,
+never the requests that happened to share its batch.
 """
 
 from __future__ import annotations
@@ -66,12 +69,37 @@ class MicroBatcher:
                 continue
             self.batches.append(len(batch))
             try:
-                results = await loop.run_in_executor(self.executor, self.run_batch, [p.item for p in batch], first.key)
-            except Exception as err:  # every caller of the batch learns what went wrong
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(err)
+                results = await self._run(loop, batch, first.key)
+            except Exception as err:
+                if len(batch) == 1:
+                    _fail(batch[0], err)
+                else:
+                    await self._one_by_one(loop, batch, first.key)
                 continue
             for p, result in zip(batch, results):
                 if not p.future.done():
                     p.future.set_result(result)
+
+    async def _run(self, loop, batch: list[_Pending], key: Hashable) -> list:
+        results = await loop.run_in_executor(self.executor, self.run_batch, [p.item for p in batch], key)
+        if len(results) != len(batch):
+            raise RuntimeError(f"the batch function returned {len(results)} results for {len(batch)} items")
+        return results
+
+    async def _one_by_one(self, loop, batch: list[_Pending], key: Hashable) -> None:
+        """After a failed batch: each item alone, so that only the one that breaks fails."""
+        for p in batch:
+            if p.future.done():
+                continue
+            try:
+                result = (await self._run(loop, [p], key))[0]
+            except Exception as err:
+                _fail(p, err)
+                continue
+            if not p.future.done():
+                p.future.set_result(result)
+
+
+def _fail(pending: _Pending, err: Exception) -> None:
+    if not pending.future.done():
+        pending.future.set_exception(err)

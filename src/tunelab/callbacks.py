@@ -16,7 +16,12 @@ SHOWN = ("loss", "grad_norm", "learning_rate", "eval_loss", "eval_accuracy", "ev
 
 
 class ProgressCallback(TrainerCallback):
-    """A tqdm bar with loss, samples/s and ETA on a terminal; a plain line per log step otherwise."""
+    """A tqdm bar with loss, samples/s and ETA on a terminal; a plain line per log step otherwise.
+
+    After training, the Trainer evaluates the checkpoint it kept (the best one, when there is a
+    best) once more; that result is printed only when it says something new, and is labelled as
+    the final evaluation of that checkpoint rather than as one more training step.
+    """
 
     def __init__(self, samples_per_step: int, stream=None):
         self.samples_per_step = samples_per_step
@@ -25,9 +30,13 @@ class ProgressCallback(TrainerCallback):
         self.bar = None
         self.started = 0.0
         self.first_step = 0
+        self.finished = False
+        self.evaluated: dict[int, list[str]] = {}  # step -> the eval figures printed for it
+        self.last_eval_step: int | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started, self.first_step = time.perf_counter(), state.global_step
+        self.finished = False
         if self.tty:
             from tqdm.auto import tqdm
 
@@ -44,20 +53,59 @@ class ProgressCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
+        if self.finished:
+            self._final_evaluation(args, state, logs)
+            return
+        figures = _figures(logs)
+        if any(f.startswith("eval_") for f in figures):
+            self.evaluated[state.global_step] = [f for f in figures if f.startswith("eval_")]
+            self.last_eval_step = state.global_step
         speed = self.samples_per_second(state)
         if self.bar is not None:
             shown = {k: f"{v:.4g}" for k, v in logs.items() if k in ("loss", "eval_loss", "eval_accuracy")}
             self.bar.set_postfix(**shown, samples_s=f"{speed:.1f}")
             return
-        parts = [f"step {state.global_step}/{state.max_steps}", f"epoch {state.epoch or 0:.2f}"]
-        parts += [f"{k} {v:.4g}" for k, v in logs.items() if k in SHOWN]
+        parts = [f"step {state.global_step}/{state.max_steps}", f"epoch {state.epoch or 0:.2f}", *figures]
         remaining = (state.max_steps - state.global_step) * self.samples_per_step / speed if speed else 0
         parts += [f"{speed:.1f} samples/s", f"eta {remaining:.0f}s"]
         print("  ".join(parts), file=self.stream, flush=True)
 
+    def _final_evaluation(self, args, state, logs: dict) -> None:
+        """An evaluation after training: that of the checkpoint the Trainer kept (the best one if any)."""
+        figures = [f for f in _figures(logs) if f.startswith("eval_")]
+        if not figures:
+            return
+        best = state.best_model_checkpoint if getattr(args, "load_best_model_at_end", False) else None
+        step = checkpoint_step(best) if best else None
+        which = "best checkpoint" if step is not None else "final model"
+        step = state.global_step if step is None else step
+        if self.evaluated.get(step) == figures:
+            if step == self.last_eval_step:  # the same figures as the last evaluation shown
+                return
+            if self.bar is None:  # printed above as a line of its own (a bar only shows the latest)
+                print(f"kept the {which}: step {step} (its evaluation is printed above)", file=self.stream,
+                      flush=True)
+                return
+        self.evaluated[step], self.last_eval_step = figures, step
+        print("  ".join([f"final evaluation of the {which} (step {step})", *figures]), file=self.stream, flush=True)
+
     def on_train_end(self, args, state, control, **kwargs):
+        self.finished = True
         if self.bar is not None:
             self.bar.close()
+
+
+def _figures(logs: dict) -> list[str]:
+    """The log values a person reads, as printed (``name value``)."""
+    return [f"{k} {v:.4g}" for k, v in logs.items() if k in SHOWN and isinstance(v, (int, float))]
+
+
+def checkpoint_step(path: str) -> int | None:
+    """The step of a Trainer checkpoint folder (``.../checkpoint-120`` -> 120); None if the name has none."""
+    try:
+        return int(Path(path).name.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return None
 
 
 class JsonlLogCallback(TrainerCallback):

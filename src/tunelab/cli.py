@@ -14,7 +14,8 @@ import re
 import sys
 
 from tunelab import __version__
-from tunelab.cli_args import Command, non_negative_float, positive_int, run_argument, variant_argument
+from tunelab.cli_args import (Command, non_negative_float, positive_int, run_argument, trust_argument,
+                              variant_argument)
 from tunelab.cli_deploy import DEPLOY_COMMANDS
 from tunelab.errors import TrainingInterrupted, TunelabError
 from tunelab.secrets import redact
@@ -89,12 +90,14 @@ def _merge_arguments(parser: argparse.ArgumentParser) -> None:
     run_argument(parser)
     parser.add_argument("--full-precision", action="store_true",
                         help="for qlora/lora-8bit runs: reload the base in fp32 and merge the adapter there")
+    trust_argument(parser)
 
 
 def _merge(args: argparse.Namespace) -> None:
     from tunelab import merge
 
-    print(f"wrote {merge.run(args.run, full_precision=args.full_precision)}/")
+    target = merge.run(args.run, full_precision=args.full_precision, trust_remote_code=args.trust_remote_code)
+    print(f"wrote {target}/")
 
 
 def _predict_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,6 +114,7 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
                         help="causal LM: 0 for greedy decoding (default), above 0 to sample")
     parser.add_argument("--top-p", type=float, default=1.0, help="causal LM: nucleus sampling mass (default 1.0)")
     parser.add_argument("--seed", type=int, default=0, help="seed for sampling (default 0)")
+    trust_argument(parser)
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -127,12 +131,14 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="split to measure (default: the run's eval.split, normally test)")
     parser.add_argument("--max-examples", type=positive_int, default=None, help="evaluate only the first N examples")
     variant_argument(parser)
+    trust_argument(parser)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from tunelab import evaluate
 
-    report = evaluate.run(args.run, split=args.split, max_examples=args.max_examples, variant=args.variant)
+    report = evaluate.run(args.run, split=args.split, max_examples=args.max_examples, variant=args.variant,
+                          trust_remote_code=args.trust_remote_code)
     print(evaluate.table_text(report))
     print(f"wrote {report['written_to']}/eval.json and predictions.jsonl")
 
@@ -193,7 +199,10 @@ def _advise(args: argparse.Namespace) -> None:
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sources", nargs="+", metavar="RUN_OR_BAKEOFF",
                         help="finished run folders (evaluate them first for metric charts), bake-off or sweep folders")
-    parser.add_argument("--out", default="report.html", help="file to write (default report.html)")
+    parser.add_argument("--out", default=None,
+                        help="file to write (default: report.html, or report.md with --markdown, inside the folder "
+                             "given; required when several folders are given, since the report belongs to none "
+                             "of them alone)")
     parser.add_argument("--markdown", action="store_true", help="write the same numbers as Markdown instead of HTML")
 
 
@@ -312,9 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_command(commands, name: str, command: Command) -> None:
-    # argparse treats % as a format character in help text.
+    # argparse %-formats a help string always (for %(default)s and the like), so a plain % is written %%;
+    # a description only when it mentions %(prog), and prints it verbatim otherwise.
+    description = command.description or command.help
     sub = commands.add_parser(name, help=command.help.replace("%", "%%"),
-                              description=(command.description or command.help).replace("%", "%%"))
+                              description=description.replace("%", "%%") if "%(prog)" in description else description)
     command.add_arguments(sub)
     lists = [a.dest for a in sub._actions if not a.option_strings and a.nargs in ("*", "+")]
     sub.set_defaults(handler=command.handler, trailing=lists[-1] if lists else None)

@@ -34,6 +34,14 @@ def run_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="a finished run folder (output.dir of a trained config)")
 
 
+TRUST_HELP = ("allow a run whose config.yaml sets model.trust_remote_code: true; loading it runs Python code that "
+              "came with its model, so pass this only for runs whose origin you trust")
+
+
+def trust_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
+
+
 def variant_argument(parser: argparse.ArgumentParser) -> None:
     from tunelab.config.schema import QUANTIZE_METHODS
 

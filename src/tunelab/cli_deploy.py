@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from tunelab.cli_args import Command, non_negative_float, positive_int, run_argument, variant_argument
+from tunelab.cli_args import (Command, non_negative_float, positive_int, run_argument, trust_argument,
+                              variant_argument)
 
 
 def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +30,7 @@ def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
                              "dynamic-int8 is CPU only. The saved copies load on either; --compare measures on "
                              "the CPU")
     parser.add_argument("--force", action="store_true", help="quantize again even if an up-to-date copy exists")
+    trust_argument(parser)
 
 
 def _quantize(args: argparse.Namespace) -> None:
@@ -36,11 +38,13 @@ def _quantize(args: argparse.Namespace) -> None:
     from tunelab.inference import open_run
 
     methods = [m.strip() for m in args.method.split(",") if m.strip()] if args.method is not None else None
-    written = quantize.run(args.run, methods, args.overrides, args.device, args.force, echo=print)
+    written = quantize.run(args.run, methods, args.overrides, args.device, args.force, echo=print,
+                           trust_remote_code=args.trust_remote_code)
     if args.compare:
         run_dir, cfg = open_run(args.run)
         report = quantize_compare.compare(run_dir, quantize.with_overrides(cfg, args.overrides), list(written),
-                                          args.split, args.max_examples, echo=print)
+                                          args.split, args.max_examples, echo=print,
+                                          trust_remote_code=args.trust_remote_code)
         print(quantize_compare.summary_text(report))
         print(f"wrote {run_dir}/quantization.json and quantization.md")
 
@@ -52,11 +56,10 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     run_argument(parser)
     variant_argument(parser)
     parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default 127.0.0.1, this machine only; 0.0.0.0 opens it to the network)")
+                        help="address to bind (default 127.0.0.1, this machine only; 0.0.0.0 opens it to the "
+                             "network and needs an API key)")
     parser.add_argument("--port", type=positive_int, default=8000, help="port (default 8000)")
-    parser.add_argument("--api-key", default=os.environ.get("TUNELAB_API_KEY"),
-                        help="require 'Authorization: Bearer KEY' on every route but /health "
-                             "(default: $TUNELAB_API_KEY; none when unset)")
+    _key_and_trust_arguments(parser, "require 'Authorization: Bearer KEY' on every route but /health")
     parser.add_argument("--max-batch-size", type=positive_int, default=defaults.max_batch_size,
                         help=f"concurrent requests sharing one forward pass (default {defaults.max_batch_size}; "
                              "1 turns micro-batching off)")
@@ -65,11 +68,25 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tokens-cap", type=positive_int, default=defaults.max_tokens_cap,
                         help=f"largest max_tokens a request may ask for (default {defaults.max_tokens_cap})")
     parser.add_argument("--max-inputs", type=positive_int, default=defaults.max_inputs,
-                        help=f"texts per /v1/classify call (default {defaults.max_inputs})")
+                        help=f"texts per /v1/classify call, and prompts x n per completion call "
+                             f"(default {defaults.max_inputs})")
     parser.add_argument("--timeout", type=positive_int, default=int(defaults.timeout_s),
                         help=f"seconds before a request is cut with 504 (default {defaults.timeout_s:g})")
     parser.add_argument("--max-body-bytes", type=positive_int, default=defaults.max_body_bytes,
                         help=f"larger request bodies are refused with 413 (default {defaults.max_body_bytes:,})")
+
+
+def _key_and_trust_arguments(parser: argparse.ArgumentParser, key_help: str) -> None:
+    parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                        help="bound to a loopback address, only requests whose Host header is localhost, 127.0.0.1 "
+                             "or [::1] are answered (a web page that rebinds its own name to 127.0.0.1 is not); "
+                             "also answer NAME, e.g. the name a reverse proxy or SSH tunnel on this machine uses "
+                             "(repeatable)")
+    parser.add_argument("--api-key", default=os.environ.get("TUNELAB_API_KEY"),
+                        help=f"{key_help} (default: $TUNELAB_API_KEY, none when unset; prefer the variable, since "
+                             "other users can read command lines with ps; required with a --host other than a "
+                             "loopback address)")
+    trust_argument(parser)
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -80,20 +97,25 @@ def _serve(args: argparse.Namespace) -> None:
     settings = serve.ServeSettings(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
                                    max_tokens_cap=args.max_tokens_cap, max_inputs=args.max_inputs,
                                    timeout_s=float(args.timeout), api_key=args.api_key,
-                                   max_body_bytes=args.max_body_bytes)
-    serve.run(args.run, args.variant, args.host, args.port, settings)
+                                   max_body_bytes=args.max_body_bytes, allowed_hosts=tuple(args.allowed_host))
+    serve.run(args.run, args.variant, args.host, args.port, settings, trust_remote_code=args.trust_remote_code)
 
 
 def _app_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN", help="finished run folders the page may show (and only these)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1, this machine only; another needs an API key)")
     parser.add_argument("--port", type=positive_int, default=7860, help="port (default 7860)")
+    _key_and_trust_arguments(parser, "require the key on every route: open /?key=KEY once in the browser")
 
 
 def _app(args: argparse.Namespace) -> None:
     from tunelab import app
+    from tunelab.secrets import add_secret
 
-    app.run(args.runs, args.host, args.port)
+    add_secret(args.api_key)
+    app.run(args.runs, args.host, args.port, api_key=args.api_key, trust_remote_code=args.trust_remote_code,
+            allowed_hosts=tuple(args.allowed_host))
 
 
 DEPLOY_COMMANDS: dict[str, Command] = {
@@ -108,8 +130,9 @@ DEPLOY_COMMANDS: dict[str, Command] = {
     "serve": Command("serve a run over HTTP: OpenAI-compatible completions and chat, or /v1/classify",
                      _serve_arguments, _serve,
                      "FastAPI + uvicorn on 127.0.0.1 by default. Causal-LM runs: /v1/completions, "
-                     "/v1/chat/completions (stream: true for server-sent events), /v1/models, so the official "
-                     "openai client works against it (base_url http://127.0.0.1:8000/v1). Classification runs: "
+                     "/v1/chat/completions (stream: true for server-sent events; stop, n, seed), /v1/models, so "
+                     "the official openai client works against it (base_url http://127.0.0.1:8000/v1); "
+                     "parameters it does not implement get a 400 naming them. Classification runs: "
                      "/v1/classify with {\"input\": \"text\"} or {\"input\": [\"text\", ...]}. /health for "
                      "both. Concurrent requests are micro-batched. Needs pip install 'tunelab[serve]'."),
     "app": Command("a web page to try runs side by side (base, fine-tuned, quantized) and read their metrics",

@@ -41,7 +41,7 @@ def run(out: str | Path = "runs/demo", overrides: list[str] = (), echo: Callable
     echo(f"[1/2] preparing the built-in support-intent data and LoRA-fine-tuning {cfg.model.name} ...")
     run_dir = train.run(cfg, echo=echo)
     echo("[2/2] measuring base (a linear probe on the frozen encoder) and tuned on the held-out test split ...")
-    report = evaluate.run(run_dir, split="test")
+    report = evaluate.run(run_dir, split="test", trust_remote_code=cfg.model.trust_remote_code)
     metrics = read_json(run_dir / "metrics.json")
     scores = report["metrics"]
     summary = {

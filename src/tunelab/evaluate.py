@@ -17,12 +17,12 @@ import json
 from pathlib import Path
 
 from tunelab.errors import TunelabError
-from tunelab.metrics import LOWER_IS_BETTER, bootstrap_interval, paired_bootstrap
+from tunelab.metrics import LOWER_IS_BETTER, bootstrap_interval, eval_findings, paired_bootstrap, worse_sentence
 from tunelab.runs import write_json
 
 
 def run(run_dir: str | Path, split: str | None = None, max_examples: int | None = None,
-        variant: str | None = None) -> dict:
+        variant: str | None = None, trust_remote_code: bool = False) -> dict:
     """Evaluate base and tuned on ``split`` (default ``eval.split``); write and return eval.json.
 
     With a ``variant`` (merged, or a quantization method) that copy is the tuned model, and
@@ -30,7 +30,7 @@ def run(run_dir: str | Path, split: str | None = None, max_examples: int | None 
     """
     from tunelab.inference import load_run, variant_folder
 
-    loaded = load_run(run_dir, variant)
+    loaded = load_run(run_dir, variant, trust_remote_code=trust_remote_code)
     cfg = loaded.cfg
     split = split or cfg.eval.split
     examples = read_split(loaded.run_dir, split)[: max_examples or cfg.eval.max_examples or None]
@@ -88,11 +88,14 @@ def compare(metrics: dict, base: list, tuned: list, references: list, samples: i
 
 
 def table_text(report: dict) -> str:
-    """The printed table: metric, base, tuned, delta, 95% CI of the delta."""
+    """The printed table: metric, base, tuned, delta, 95% CI of the delta; then a warning line for
+    each metric on which tuned is worse than base."""
     from tunelab.tables import text_table
 
     rows = [[name, row["base"], row["tuned"], f"{row['delta']:+.4g}",
              f"[{row['ci95'][0]:+.4g}, {row['ci95'][1]:+.4g}]", "lower" if row["lower_is_better"] else "higher"]
             for name, row in report["metrics"].items()]
     heading = f"{report['task']} on {report['split']} ({report['examples']} examples); base = {report['base']}"
-    return heading + "\n" + text_table(["metric", "base", "tuned", "delta", "95% CI of delta", "better"], rows)
+    warnings = "".join(f"\nwarning: {worse_sentence(finding)}" for finding in eval_findings(report))
+    table = text_table(["metric", "base", "tuned", "delta", "95% CI of delta", "better"], rows)
+    return heading + "\n" + table + warnings

@@ -39,13 +39,17 @@ def open_run(run_dir: str | Path) -> tuple[Path, TunelabConfig]:
     return run_dir, validate(tree, source=str(run_dir / "config.yaml"))
 
 
-def load_run(run_dir: str | Path, variant: str | None = None, full_precision_base: bool = False) -> LoadedRun:
+def load_run(run_dir: str | Path, variant: str | None = None, full_precision_base: bool = False,
+             trust_remote_code: bool = False) -> LoadedRun:
     """The run's trained model in eval mode.
 
     ``variant``: None for the model as trained (base + adapter, or the full model); ``adapter``;
     ``merged`` (``RUN/merged/``); or a quantization method (``RUN/quantized/<method>/``).
     An adapter trained on a 4- or 8-bit base (qlora, lora-8bit) is loaded on that base again,
     unless ``full_precision_base``.
+
+    Run folders are shared: one whose config sets ``model.trust_remote_code: true`` would run the
+    Python code shipped with its model, so it is refused unless the caller passes ``trust_remote_code``.
     """
     from transformers import AutoTokenizer
 
@@ -53,13 +57,22 @@ def load_run(run_dir: str | Path, variant: str | None = None, full_precision_bas
 
     silence_known_warnings()
     run_dir, cfg = open_run(run_dir)
+    refuse_remote_code(run_dir, cfg, trust_remote_code)
     labels = run_labels(run_dir) if cfg.task == "classification" else None
-    tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer", trust_remote_code=cfg.model.trust_remote_code)
     model = load_variant(run_dir, cfg, labels, variant, full_precision_base)
     align_pad_token(model, tokenizer)
     model.eval()
     fmt = read_json(run_dir / "data_report.json")["format"]
     return LoadedRun(run_dir, cfg, model, tokenizer, labels, fmt)
+
+
+def refuse_remote_code(run_dir: Path, cfg: TunelabConfig, trusted: bool) -> None:
+    """Refuse a run whose config asks to run its model's own Python code, unless the user said so."""
+    if cfg.model.trust_remote_code and not trusted:
+        raise RunFolderError(f"{run_dir}: its config.yaml sets model.trust_remote_code: true, which runs Python code "
+                             "that came with the model; if you trust where this run came from, pass "
+                             "--trust-remote-code")
 
 
 def variant_folder(run_dir: Path, variant: str | None) -> Path:
@@ -76,7 +89,7 @@ def load_variant(run_dir: Path, cfg: TunelabConfig, labels: list[str] | None, va
                  full_precision_base: bool = False):
     from tunelab.methods import BASE_BITS
     from tunelab.modeling import Device, load_base_model
-    from tunelab.quantize import INFO_FILE, VARIANTS
+    from tunelab.quantize import INFO_FILE, VARIANTS, check_fresh
     from tunelab.quantizers import QUANTIZERS
 
     device = Device("cpu", False, "cpu")
@@ -103,6 +116,7 @@ def load_variant(run_dir: Path, cfg: TunelabConfig, labels: list[str] | None, va
     if not (folder / INFO_FILE).exists():
         raise RunFolderError(f"{run_dir}: no quantized/{variant}/ folder; write it with "
                              f"tunelab quantize {run_dir} --method {variant}")
+    check_fresh(run_dir, folder)
     return QUANTIZERS[variant].load(cfg, labels, device, folder)
 
 
@@ -145,36 +159,70 @@ def render_prompt(loaded: LoadedRun, prompt: str | list[dict]) -> str:
 
 
 def generate(loaded: LoadedRun, prompts: list, max_new_tokens: int, batch_size: int = 8, model=None,
-             temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, token_ids: bool = False,
-             min_new_tokens: int | None = None) -> list:
+             temperature: float = 0.0, top_p: float = 1.0, seed: int | None = 0, token_ids: bool = False,
+             min_new_tokens: int | None = None, stop: list[str] | None = None, rendered: bool = False) -> list:
     """Completions for prompts (strings or chats), batched with left padding; greedy when temperature is 0.
 
     Returns the texts, or with ``token_ids`` the generated token ids (up to the first EOS).
+    ``seed`` seeds torch before sampling (None leaves its random state as it is). A sequence ends once
+    its text holds one of the ``stop`` strings (the ids then end with the token that completed it;
+    the texts are not cut). ``rendered``: the prompts are already texts for the model (``render_prompt``).
     """
     import torch
+    from transformers import StoppingCriteriaList
 
     tokenizer, model = loaded.tokenizer, model or loaded.model
-    texts = [render_prompt(loaded, p) for p in prompts]
+    texts = list(prompts) if rendered else [render_prompt(loaded, p) for p in prompts]
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {
         "do_sample": False}
-    torch.manual_seed(seed)
+    if seed is not None:
+        torch.manual_seed(seed)
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     outputs = []
     try:
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(texts[start:start + batch_size], add_special_tokens=False, padding=True,
                               return_tensors="pt")
+            stops = StopTexts(tokenizer, stop, batch["input_ids"].shape[1]) if stop else None
             with torch.inference_mode():
                 out = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                     eos_token_id=tokenizer.eos_token_id, min_new_tokens=min_new_tokens, **sampling)
+                                     eos_token_id=tokenizer.eos_token_id, min_new_tokens=min_new_tokens,
+                                     stopping_criteria=StoppingCriteriaList([stops] if stops else []), **sampling)
             new = out[:, batch["input_ids"].shape[1]:]
             if token_ids:
-                outputs += [_until_eos(row.tolist(), tokenizer.eos_token_id) for row in new]
+                outputs += [_until_eos(row.tolist()[:stops.length(i) if stops else None], tokenizer.eos_token_id)
+                            for i, row in enumerate(new)]
             else:
                 outputs += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
     finally:
         tokenizer.padding_side = side
     return outputs
+
+
+class StopTexts:
+    """A transformers stopping criterion: a sequence is done once its new text holds one of ``stops``.
+
+    ``length(row)``: how many new tokens the row had when its stop text appeared (None: it never did).
+    """
+
+    def __init__(self, tokenizer, stops: list[str], prompt_length: int):
+        self.tokenizer, self.stops, self.prompt_length = tokenizer, list(stops), prompt_length
+        self.found: dict[int, int] = {}
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        done = []
+        for row, ids in enumerate(input_ids):
+            if row not in self.found:
+                text = self.tokenizer.decode(ids[self.prompt_length:], skip_special_tokens=True)
+                if any(stop in text for stop in self.stops):
+                    self.found[row] = len(ids) - self.prompt_length
+            done.append(row in self.found)
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    def length(self, row: int) -> int | None:
+        return self.found.get(row)
 
 
 def _until_eos(ids: list[int], eos: int | None) -> list[int]:

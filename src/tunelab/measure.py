@@ -29,13 +29,13 @@ GENERATED_EXAMPLES = 32   # prompts whose greedy completions are compared token 
 
 
 def measure(run_dir: str | Path, variant: str | None, split: str, max_examples: int | None = None,
-            threads: int | None = None) -> dict:
+            threads: int | None = None, trust_remote_code: bool = False) -> dict:
     from tunelab import threads as thread_choice
     from tunelab.evaluate import read_split
     from tunelab.modeling import peak_rss_mb
 
     start = time.perf_counter()
-    loaded = load_run(run_dir, variant)
+    loaded = load_run(run_dir, variant, trust_remote_code=trust_remote_code)
     load_seconds = time.perf_counter() - start
     thread_choice.apply(threads or loaded.cfg.train.threads)
     examples = read_split(loaded.run_dir, split)[: max_examples or loaded.cfg.eval.max_examples or None]
@@ -152,9 +152,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-examples", type=int, default=None)
     parser.add_argument("--out", required=True, help="JSON file for the result")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: train.threads, or measured)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="load a run that runs its model's own code")
     args = parser.parse_args(argv)
     variant = None if args.variant in ("adapter", "model") else args.variant
-    result = measure(args.run, variant, args.split, args.max_examples, args.threads)
+    result = measure(args.run, variant, args.split, args.max_examples, args.threads, args.trust_remote_code)
     write_json(Path(args.out), {**result, "variant": args.variant})
 
 

@@ -12,8 +12,10 @@ import shutil
 from pathlib import Path
 
 from tunelab.errors import RunFolderError
+from tunelab.runs import make_readable
 
-def run(run_dir: str | Path, full_precision: bool = False) -> Path:
+
+def run(run_dir: str | Path, full_precision: bool = False, trust_remote_code: bool = False) -> Path:
     """Write ``RUN/merged/`` and return it.
 
     Raises:
@@ -31,13 +33,14 @@ def run(run_dir: str | Path, full_precision: bool = False) -> Path:
         raise RunFolderError(f"{run_dir}: the adapter was trained on a {bits}-bit base; merging into quantized "
                              "weights would round the update away. Pass --full-precision to reload the base in "
                              "fp32 and merge there (outputs then differ slightly from the quantized model)")
-    loaded = load_run(run_dir, full_precision_base=True)
+    loaded = load_run(run_dir, full_precision_base=True, trust_remote_code=trust_remote_code)
     merged = loaded.model.merge_and_unload()
     target = run_dir / "merged"
     staging = run_dir / ".merged-staging"
     shutil.rmtree(staging, ignore_errors=True)
     merged.save_pretrained(staging)
     loaded.tokenizer.save_pretrained(staging)
+    make_readable(staging)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target

@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from tunelab.config.schema import METHOD_NAMES, TunelabConfig
 from tunelab.errors import TunelabError
+from tunelab.kbit import keep_trainable_on_cpu
 from tunelab.modeling import Device, load_base_model, only_needed_peft_backends
 
 
@@ -125,6 +126,7 @@ def _kbit_lora(ctx: MethodContext, bits: int) -> nn.Module:
     from peft import prepare_model_for_kbit_training
 
     model = ctx.load(bits=bits)
+    keep_trainable_on_cpu(model)
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=ctx.cfg.train.gradient_checkpointing)
     return _with_adapter(ctx, model, lora_config(ctx))
 

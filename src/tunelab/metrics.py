@@ -146,3 +146,58 @@ def paired_bootstrap(metric: Metric, base: Sequence, tuned: Sequence, references
         deltas.append(metric([tuned[i] for i in idx], refs) - metric([base[i] for i in idx], refs))
     low, high = np.percentile(deltas, [2.5, 97.5])
     return float(low), float(high)
+
+
+# --- tuned against base: which way is worse -------------------------------------------------------------
+
+def signed(value) -> str:
+    return f"{value:+.4g}" if is_number(value) else str(value)
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def interval(ci) -> str:
+    return f"[{signed(ci[0])}, {signed(ci[1])}]" if isinstance(ci, (list, tuple)) and len(ci) == 2 else str(ci)
+
+
+def lower_is_better(name: str, row: dict | None = None) -> bool:
+    """Whether a smaller value of metric ``name`` is better (eval.json says so; older files don't)."""
+    if row is not None and "lower_is_better" in row:
+        return bool(row["lower_is_better"])
+    return name in LOWER_IS_BETTER
+
+
+def worse_than_base(metric: str, delta, ci, lower: bool) -> dict | None:
+    """How tuned is worse than base on ``metric`` (delta = tuned - base), or None when it is not.
+
+    "Significantly" only when the 95% CI of the delta lies wholly on the bad side of 0.
+    """
+    if not is_number(delta) or not (delta > 0 if lower else delta < 0):
+        return None
+    bounds = list(ci) if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(map(is_number, ci)) else None
+    significant = bool(bounds) and (bounds[0] > 0 if lower else bounds[1] < 0)
+    return {"metric": metric, "delta": delta, "ci95": bounds, "lower_is_better": lower, "significant": significant}
+
+
+def worse_sentence(finding: dict, who: str = "tuned") -> str:
+    """One plain sentence: e.g. 'tuned is significantly worse than base on perplexity (delta +2.1, ...)'."""
+    how = "significantly worse" if finding["significant"] else "worse"
+    ci = f", 95% CI {interval(finding['ci95'])}" if finding["ci95"] else ""
+    direction = "lower" if finding["lower_is_better"] else "higher"
+    sentence = (f"{who} is {how} than base on {finding['metric']} (delta {signed(finding['delta'])}{ci}; "
+                f"{direction} is better)")
+    if finding["ci95"] and not finding["significant"]:
+        sentence += "; the CI includes 0, so this may be noise"
+    return sentence + "."
+
+
+def eval_findings(report: dict) -> list[dict]:
+    """Every metric of an eval.json on which tuned came out worse than base."""
+    found = []
+    for name, row in report.get("metrics", {}).items():
+        finding = worse_than_base(name, row.get("delta"), row.get("ci95"), lower_is_better(name, row))
+        if finding:
+            found.append(finding)
+    return found

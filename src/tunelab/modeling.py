@@ -7,6 +7,7 @@ Never bf16/fp16 on a CPU: on CPUs without AVX512-BF16 it is 3.5x (whole models) 
 
 from __future__ import annotations
 
+import ast
 import os
 import pickle
 import platform
@@ -16,12 +17,8 @@ from pathlib import Path
 
 from tunelab.config.schema import TunelabConfig
 from tunelab.errors import ModelLoadError, TunelabError
+from tunelab.kbit import quantization_config
 from tunelab.models import hub_error, resolve_model, safetensors_only
-
-# Output heads that must stay in full precision when the body is quantized. transformers' default
-# skip list misses a head whose last parameter is a bias (BERT's `classifier`), and passing a
-# list replaces the defaults, so every head name is listed.
-HEAD_MODULES = ["classifier", "score", "lm_head", "qa_outputs", "pre_classifier"]
 
 
 @dataclass
@@ -97,30 +94,6 @@ def set_threads(cfg: TunelabConfig) -> int:
     return threads.apply(cfg.train.threads)
 
 
-def quantization_config(cfg: TunelabConfig, bits: int | None, device: Device, needed_by: str | None = None):
-    """A bitsandbytes config for a 4- or 8-bit base, or None for full precision."""
-    if bits is None:
-        return None
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        who = needed_by or f"method.name: {cfg.method.name}"
-        raise TunelabError(f"{who} needs bitsandbytes; install it with pip install 'tunelab[quant]'") from None
-    import torch
-    from transformers import BitsAndBytesConfig
-
-    q = cfg.quantization
-    if q.bnb_4bit_compute_dtype == "auto":
-        compute = torch.bfloat16 if device.bf16 else torch.float32
-    else:
-        compute = getattr(torch, q.bnb_4bit_compute_dtype)
-    if bits == 4:
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.bnb_4bit_quant_type,
-                                  bnb_4bit_use_double_quant=q.bnb_4bit_use_double_quant,
-                                  bnb_4bit_compute_dtype=compute, llm_int8_skip_modules=HEAD_MODULES)
-    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=HEAD_MODULES)
-
-
 def load_base_model(cfg: TunelabConfig, labels: list[str] | None, device: Device, bits: int | None = None,
                     location: str | None = None, quantization=None):
     """The pre-trained model with the task's head (a new classifier for ``labels``).
@@ -140,7 +113,7 @@ def load_base_model(cfg: TunelabConfig, labels: list[str] | None, device: Device
     kwargs = {"revision": cfg.model.revision, "trust_remote_code": cfg.model.trust_remote_code,
               "dtype": torch.float32,
               "use_safetensors": None if cfg.model.allow_pickle_weights else safetensors_only(location)}
-    quant = quantization or quantization_config(cfg, bits, device)
+    quant = quantization or quantization_config(cfg, bits, device, location)
     if quant is not None or is_quantized_checkpoint(location):
         kwargs["device_map"] = {"": 0} if device.type == "cuda" else {"": "cpu"}
     if quant is not None:
@@ -200,8 +173,48 @@ def silence_known_warnings() -> None:
     # LLM.int8 casts activations to fp16 by design; bitsandbytes says so on every forward pass.
     logging.getLogger("bitsandbytes.autograd._functions").addFilter(
         lambda record: "inputs will be cast from" not in record.getMessage())
+    # PEFT checks the base's vocabulary size when saving an adapter, looking the base up by the name the
+    # adapter records (a hub id, unreachable offline); tunelab never resizes embeddings, so nothing is lost.
+    warnings.filterwarnings("ignore", message="Could not find a config file in .* will assume that the vocabulary")
     # rouge-score logs "Using default tokenizer." at INFO on every call once anything enables INFO logging.
     logging.getLogger("absl").setLevel(logging.WARNING)
+
+
+class TiedKeysReport:
+    """A logging filter for the Trainer's "There were missing keys in the checkpoint model loaded: [...]".
+
+    When the Trainer reloads the best checkpoint of a model whose output head shares the embedding
+    matrix, the checkpoint holds that matrix once and the head's key is reported missing, although
+    loading the embeddings restores both. The report is hidden only when every key in it is tied.
+    """
+
+    PREFIX = "There were missing keys in the checkpoint model loaded: "
+
+    def __init__(self):
+        self.tied: set[str] = set()
+
+    def filter(self, record) -> bool:
+        message = record.getMessage()
+        if not message.startswith(self.PREFIX):
+            return True
+        try:
+            missing = ast.literal_eval(message[len(self.PREFIX):].rstrip("."))
+        except (ValueError, SyntaxError):
+            return True
+        return not (missing and set(missing) <= self.tied)
+
+
+_TIED_KEYS_REPORT = TiedKeysReport()
+
+
+def hide_tied_keys_report(model) -> None:
+    """Hide the Trainer's missing-keys report when it names only ``model``'s tied weights."""
+    import logging
+
+    _TIED_KEYS_REPORT.tied = set(getattr(model, "all_tied_weights_keys", None) or {})
+    logger = logging.getLogger("transformers.trainer")
+    if _TIED_KEYS_REPORT not in logger.filters:
+        logger.addFilter(_TIED_KEYS_REPORT)
 
 
 @contextmanager

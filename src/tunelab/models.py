@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -31,10 +32,18 @@ def _tiny_dir(arch: str) -> Path:
     return cached_tiny_model(arch)
 
 
-BUILTIN_MODELS: dict[str, Callable[[], Path]] = {
-    "minilm": _minilm_dir,
-    "tiny-llama": partial(_tiny_dir, "llama"),
-    "tiny-gpt2": partial(_tiny_dir, "gpt2"),
+@dataclass(frozen=True)
+class Builtin:
+    """A model tunelab provides offline: where its folder is, and its name outside tunelab."""
+
+    locate: Callable[[], Path]
+    hub_id: str | None = None    # what PEFT and transformers users load (recorded in adapter_config.json)
+
+
+BUILTIN_MODELS: dict[str, Builtin] = {
+    "minilm": Builtin(_minilm_dir, "sentence-transformers/all-MiniLM-L6-v2"),
+    "tiny-llama": Builtin(partial(_tiny_dir, "llama")),   # random weights: no hub copy
+    "tiny-gpt2": Builtin(partial(_tiny_dir, "gpt2")),
 }
 # Weight files that are Python pickles: loading one can run arbitrary code.
 PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
@@ -47,11 +56,7 @@ def resolve_model(name: str, allow_pickle: bool = False) -> str:
     passes only with ``allow_pickle`` (``model.allow_pickle_weights``).
     """
     if name.startswith("builtin:"):
-        builder = BUILTIN_MODELS.get(name.removeprefix("builtin:"))
-        if builder is None:
-            valid = ", ".join(f"builtin:{k}" for k in BUILTIN_MODELS)
-            raise ModelLoadError(f"model.name: unknown built-in model '{name}'; valid: {valid}")
-        return str(builder())
+        return str(builtin(name).locate())
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():
@@ -65,6 +70,32 @@ def resolve_model(name: str, allow_pickle: bool = False) -> str:
     if _looks_like_path(name):
         raise ModelLoadError(f"model.name: folder {name} not found (relative paths start at {Path.cwd()})")
     return name
+
+
+def builtin(name: str) -> Builtin:
+    """The entry of ``builtin:<name>``.
+
+    Raises:
+        ModelLoadError: an unknown built-in (the message lists the valid ones).
+    """
+    found = BUILTIN_MODELS.get(name.removeprefix("builtin:"))
+    if found is None:
+        valid = ", ".join(f"builtin:{k}" for k in BUILTIN_MODELS)
+        raise ModelLoadError(f"model.name: unknown built-in model '{name}'; valid: {valid}")
+    return found
+
+
+def public_name(name: str) -> str:
+    """What a user of plain transformers/PEFT loads for ``model.name``: a built-in's hub id, else the
+    folder or hub id the user gave (``~`` expanded). Never a path inside tunelab's own installation."""
+    if name.startswith("builtin:"):
+        return builtin(name).hub_id or resolve_model(name)
+    return str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether ``name`` (as ``public_name`` returns it) names a hub repository rather than a folder."""
+    return not Path(name).is_dir() and not _looks_like_path(name)
 
 
 def check_weights(folder: Path, allow_pickle: bool = False) -> None:

@@ -6,9 +6,11 @@ Every method starts from the run's fp32 weights: ``RUN/model/`` for full fine-tu
 ``RUN/merged/`` (written here when missing: the adapter merged into the base reloaded in
 fp32, also for qlora and lora-8bit runs, whose adapters were trained on a quantized base).
 Each method writes ``RUN/quantized/<method>/``: the weights (safetensors), the tokenizer and
-``quantized.json`` (method, settings, how to load it), written last; a folder is only ever
-in place complete. ``--compare`` then measures every variant against fp32 (see
-``quantize_compare``).
+``quantized.json`` (method, settings, the SHA-256 of the fp32 weights it was made from, layers
+kept in full precision, how to load it), written last; a folder is only ever in place complete.
+A copy is reused only when its settings and its source weights are the ones asked for now, and
+a copy whose source weights changed is refused when loaded. ``--compare`` then measures every
+variant against fp32 (see ``quantize_compare``).
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ from __future__ import annotations
 import random
 import shutil
 import time
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterable
 
 from tunelab.config.load import apply_override, validate
 from tunelab.config.schema import QUANTIZE_METHODS, TunelabConfig
 from tunelab.errors import ConfigError
+from tunelab.kbit import describe_kept, kept_full_precision
 from tunelab.modeling import silence_known_warnings
 from tunelab.quantizers import CPU, QUANTIZERS, Job, check_methods, installed
-from tunelab.runs import read_json, run_labels, versions, write_json
+from tunelab.runs import (make_readable, read_json, run_labels, versions, weights_digest, weights_stamp,
+                          write_json)
 
 INFO_FILE = "quantized.json"
 VARIANTS = ("adapter", "merged") + QUANTIZE_METHODS
@@ -32,34 +37,90 @@ OVERRIDE_SECTIONS = ("quantize.", "quantization.")
 
 
 def run(run_dir: str | Path, methods: list[str] | None = None, overrides: Iterable[str] = (),
-        device: str = CPU, force: bool = False, echo: Callable[[str], None] = lambda _: None) -> dict[str, Path]:
+        device: str = CPU, force: bool = False, echo: Callable[[str], None] = lambda _: None,
+        trust_remote_code: bool = False) -> dict[str, Path]:
     """Write ``RUN/quantized/<method>/`` for each method; return {method: folder}.
 
-    A folder made with the same settings is reused unless ``force``.
+    A folder made with the same settings from the same weights is reused unless ``force``. A run
+    whose config asks for its model's own code is refused unless ``trust_remote_code``.
     """
-    from tunelab.inference import open_run
+    from tunelab.inference import open_run, refuse_remote_code
 
     run_dir, cfg = open_run(run_dir)
+    refuse_remote_code(run_dir, cfg, trust_remote_code)
     cfg = with_overrides(cfg, overrides)
     if not methods:  # the configured defaults: leave out those whose library is not installed, and say so
         methods = installed(cfg.quantize.methods, echo)
     check_methods(methods, device)
     silence_known_warnings()
-    job = Job(cfg, fp32_folder(run_dir, echo), run_dir / "tokenizer",
+    source = SourceWeights(fp32_folder(run_dir, echo, trust_remote_code))
+    job = Job(cfg, source.folder, run_dir / "tokenizer",
               run_labels(run_dir) if cfg.task == "classification" else None, quantize_device(device),
               lambda: calibration_texts(run_dir, cfg))
     written = {}
     for i, name in enumerate(methods, start=1):
         quantizer, target = QUANTIZERS[name], run_dir / "quantized" / name
         settings = quantizer.settings(cfg)
-        if not force and (target / INFO_FILE).exists() and read_json(target / INFO_FILE)["settings"] == settings:
+        if not force and up_to_date(target, settings, source):
             echo(f"[{i}/{len(methods)}] {name}: already in {target} with these settings (--force redoes it)")
         else:
             echo(f"[{i}/{len(methods)}] {name}: {quantizer.summary}")
-            seconds = write_variant(job, name, target, settings)
+            seconds, kept = write_variant(job, name, target, settings, source)
+            if kept:
+                echo(f"    {describe_kept(kept)}")
             echo(f"    wrote {target}/ in {seconds:.0f} s")
         written[name] = target
     return written
+
+
+class SourceWeights:
+    """The fp32 weights a copy is made from. A copy records their SHA-256 and a stamp (sizes and
+    modification times): an unchanged stamp proves them unchanged without reading gigabytes."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    @cached_property
+    def sha256(self) -> str:
+        return weights_digest(self.folder)
+
+    def record(self) -> dict:
+        return {"source_sha256": self.sha256, "source_stamp": weights_stamp(self.folder)}
+
+    def made(self, info: dict) -> bool:
+        """Whether the copy described by ``info`` (its quantized.json) was made from these weights."""
+        if "source_sha256" not in info:
+            return False
+        return info.get("source_stamp") == weights_stamp(self.folder) or info["source_sha256"] == self.sha256
+
+
+def up_to_date(target: Path, settings: dict, source: SourceWeights) -> bool:
+    """Whether ``target`` holds a copy made with ``settings`` from exactly these fp32 weights."""
+    if not (target / INFO_FILE).exists():
+        return False
+    info = read_json(target / INFO_FILE)
+    return info.get("settings") == settings and source.made(info)
+
+
+def check_fresh(run_dir: Path, folder: Path) -> None:
+    """Refuse a quantized copy made from other weights than the run's fp32 model holds now.
+
+    A run whose fp32 folder was deleted to save space cannot be checked, and is let through.
+
+    Raises:
+        RunFolderError: the copy has no record of its source, or was made from other weights.
+    """
+    from tunelab.errors import RunFolderError
+
+    info = read_json(folder / INFO_FILE)
+    source = run_dir / info.get("source", "merged")
+    again = f"quantize again: tunelab quantize {run_dir} --method {folder.name} --force"
+    if "source_sha256" not in info:
+        raise RunFolderError(f"{folder}: made by an older tunelab that did not record which weights it came from; "
+                             f"{again}")
+    if source.exists() and not SourceWeights(source).made(info):
+        raise RunFolderError(f"{folder}: made from other weights than {source.name}/ holds now (the run was "
+                             f"trained or merged again since); {again}")
 
 
 def with_overrides(cfg: TunelabConfig, overrides: Iterable[str]) -> TunelabConfig:
@@ -77,7 +138,7 @@ def with_overrides(cfg: TunelabConfig, overrides: Iterable[str]) -> TunelabConfi
     return validate(tree, source="the overrides")
 
 
-def fp32_folder(run_dir: Path, echo: Callable[[str], None]) -> Path:
+def fp32_folder(run_dir: Path, echo: Callable[[str], None], trust_remote_code: bool = False) -> Path:
     """The run's full-precision weights: ``model/``, or ``merged/`` (merged now if missing)."""
     from tunelab import merge
 
@@ -85,7 +146,7 @@ def fp32_folder(run_dir: Path, echo: Callable[[str], None]) -> Path:
         return run_dir / "model"
     if not (run_dir / "merged").exists():
         echo(f"merging the adapter into the fp32 base first: {run_dir}/merged/")
-        merge.run(run_dir, full_precision=True)
+        merge.run(run_dir, full_precision=True, trust_remote_code=trust_remote_code)
     return run_dir / "merged"
 
 
@@ -116,8 +177,12 @@ def calibration_texts(run_dir: Path, cfg: TunelabConfig) -> list[str]:
     return [text for text in tokenizer.batch_decode(picked, skip_special_tokens=True) if text.strip()]
 
 
-def write_variant(job: Job, name: str, target: Path, settings: dict) -> float:
-    """Quantize, save into a staging folder, then move it into place; return the seconds taken."""
+def write_variant(job: Job, name: str, target: Path, settings: dict,
+                  source: SourceWeights) -> tuple[float, list[str]]:
+    """Quantize, save into a staging folder, then move it into place.
+
+    Returns the seconds quantizing took and the layers kept in full precision for the kernel.
+    """
     quantizer = QUANTIZERS[name]
     staging = target.parent / f".{name}.staging"
     shutil.rmtree(staging, ignore_errors=True)
@@ -125,22 +190,24 @@ def write_variant(job: Job, name: str, target: Path, settings: dict) -> float:
     try:
         model = quantizer.quantize(job)
         seconds = time.perf_counter() - start
+        kept = kept_full_precision(model)
         quantizer.save(model, staging)
         shutil.copytree(job.tokenizer_dir, staging, dirs_exist_ok=True)
-        write_json(staging / INFO_FILE, info(job, name, settings, seconds))
+        write_json(staging / INFO_FILE, info(job, name, settings, seconds, kept) | source.record())
+        make_readable(staging)
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return seconds
+    return seconds, kept
 
 
-def info(job: Job, name: str, settings: dict, seconds: float) -> dict:
+def info(job: Job, name: str, settings: dict, seconds: float, kept: list[str]) -> dict:
     quantizer = QUANTIZERS[name]
     loader = ("transformers from_pretrained (the format is in config.json), or tunelab --variant " + name
               if quantizer.from_pretrained else
               f"tunelab only (--variant {name}; tunelab.inference.load_run(run, variant='{name}')); "
               "the layout is described in tunelab/dynamic_int8.py")
     return {"method": name, "summary": quantizer.summary, "settings": settings,
-            "source": job.source.name, "device": job.device.type, "quantize_seconds": round(seconds, 2),
+            "source": job.source.name, "full_precision_layers": kept, "device": job.device.type, "quantize_seconds": round(seconds, 2),
             "load_with": loader, "versions": versions()}

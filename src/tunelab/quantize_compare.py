@@ -31,7 +31,8 @@ COLUMNS = ["variant", "disk MiB", "weights MiB", "blocks MiB", "blocks x fp32", 
 
 
 def compare(run_dir: Path, cfg: TunelabConfig, methods: list[str], split: str | None = None,
-            max_examples: int | None = None, echo: Callable[[str], None] = lambda _: None) -> dict:
+            max_examples: int | None = None, echo: Callable[[str], None] = lambda _: None,
+            trust_remote_code: bool = False) -> dict:
     """Measure the fp32 model, the adapter (if any) and ``methods``; write and return the report."""
     from tunelab.inference import variant_folder
 
@@ -43,7 +44,7 @@ def compare(run_dir: Path, cfg: TunelabConfig, methods: list[str], split: str | 
     rows = []
     for i, variant in enumerate(variants, start=1):
         echo(f"measuring {variant} ({i}/{len(variants)})")
-        row = measure_in_child(run_dir, variant, split, max_examples, threads)
+        row = measure_in_child(run_dir, variant, split, max_examples, threads, trust_remote_code)
         folder = variant_folder(run_dir, None if variant in ("model", "adapter") else variant)
         row["disk_mb"] = round(folder_bytes(folder) / 2**20, 2)
         rows.append(row)
@@ -63,7 +64,8 @@ def compare(run_dir: Path, cfg: TunelabConfig, methods: list[str], split: str | 
     return report
 
 
-def measure_in_child(run_dir: Path, variant: str, split: str, max_examples: int | None, threads: int) -> dict:
+def measure_in_child(run_dir: Path, variant: str, split: str, max_examples: int | None, threads: int,
+                     trust_remote_code: bool = False) -> dict:
     """Run ``tunelab.measure`` in a fresh process; a failure becomes a row that says why."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
@@ -71,6 +73,8 @@ def measure_in_child(run_dir: Path, variant: str, split: str, max_examples: int 
                    "--threads", str(threads)]
         if max_examples:
             command += ["--max-examples", str(max_examples)]
+        if trust_remote_code:
+            command.append("--trust-remote-code")
         child = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if child.returncode != 0 or not out.exists():
             reason = (child.stderr.strip().splitlines() or ["no output"])[-1][:300]

@@ -18,7 +18,8 @@ import torch.nn as nn
 
 from tunelab.config.schema import QUANTIZE_METHODS, TunelabConfig
 from tunelab.errors import TunelabError
-from tunelab.modeling import HEAD_MODULES, Device, load_base_model
+from tunelab.kbit import HEAD_MODULES, quantization_config
+from tunelab.modeling import Device, load_base_model
 
 GPU, CPU = "cuda", "cpu"
 
@@ -63,10 +64,9 @@ def _load_pretrained(cfg: TunelabConfig, labels: list[str] | None, device: Devic
 
 
 def _bnb(bits: int) -> Callable[[Job], nn.Module]:
-    from tunelab.modeling import quantization_config
-
     def quantize(job: Job) -> nn.Module:
-        config = quantization_config(job.cfg, bits, job.device, needed_by=f"--method {BNB_NAMES[bits]}")
+        config = quantization_config(job.cfg, bits, job.device, str(job.source),
+                                     needed_by=f"--method {BNB_NAMES[bits]}")
         return load_base_model(job.cfg, job.labels, job.device, location=str(job.source), quantization=config)
 
     return quantize

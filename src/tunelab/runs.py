@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from importlib import metadata
@@ -74,8 +75,59 @@ def staged_update(run_dir: Path, overwrite: bool = False) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def make_readable(path: Path) -> None:
+    """Give what tunelab wrote under ``path`` the permission bits the user's umask allows.
+
+    safetensors writes its files 0600 (private) whatever the umask; a run folder is meant to be
+    shared like any other files the user writes. Bits are only added (a setgid folder stays one),
+    and a file system that refuses chmod (vfat, some network mounts) is left as it is.
+    """
+    umask = _umask()
+    for entry in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        try:
+            if entry.is_symlink():
+                continue
+            mode = entry.stat().st_mode
+            wanted = (0o777 if entry.is_dir() else 0o666) & ~umask
+            if mode & wanted != wanted:
+                entry.chmod(stat.S_IMODE(mode) | wanted)
+        except OSError:
+            continue
+
+
+def _umask() -> int:
+    try:  # Linux reports it without changing it (os.umask can only be read by setting it)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def weights_stamp(folder: Path) -> dict[str, list[int]]:
+    """{file: [bytes, modification time in ns]} of a model folder's weight files: a cheap check that
+    they were not rewritten (``weights_digest`` is the exact one)."""
+    return {path.name: [path.stat().st_size, path.stat().st_mtime_ns] for path in sorted(folder.glob("*.safetensors"))}
+
+
+def weights_digest(folder: Path) -> str:
+    """SHA-256 over a model folder's weight files (name and content, in name order): which weights these are."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.safetensors")):
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def run_labels(run_dir: Path) -> list[str]:

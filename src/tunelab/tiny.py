@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from tunelab.data.builtin import support_instructions, support_intents
+from tunelab.runs import make_readable
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -115,6 +116,7 @@ def cached_tiny_model(arch: str) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".tiny-{arch}-", dir=target.parent))
     try:
         make_tiny_model(arch, staging)
+        make_readable(staging)  # mkdtemp made it private
         os.replace(staging, target)
     except OSError:
         if not (target / "config.json").exists():  # not a lost race with another process

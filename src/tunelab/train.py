@@ -13,25 +13,28 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 from tunelab import distributed, prepare
 from tunelab.config.schema import TunelabConfig
-from tunelab.data.collate import PadCollator
+from tunelab.data.collate import PadCollator, attend_within_examples
 from tunelab.errors import RunFolderError, TrainingInterrupted
+from tunelab.kbit import describe_kept, kept_full_precision
 from tunelab.methods import PEFT_METHODS, MethodContext, build_model
-from tunelab.modeling import (Device, align_pad_token, choose_device, peak_rss_mb, set_threads,
-                              silence_known_warnings)
-from tunelab.runs import COMPLETE_MARKER, read_json, run_labels, versions, write_json
+from tunelab.modeling import (Device, align_pad_token, choose_device, hide_tied_keys_report, peak_rss_mb,
+                              set_threads, silence_known_warnings)
+from tunelab.runs import COMPLETE_MARKER, make_readable, read_json, run_labels, versions, write_json
 from tunelab.train_outputs import save_outputs
 
 STATE_FILE = "train_state.json"
 # Everything a previous training run (and the stages after it) left; removed before a fresh start.
 TRAINING_OUTPUTS = ("adapter", "model", "checkpoints", "tensorboard", "metrics.json", "train_log.jsonl",
-                    "versions.json", "README.md", STATE_FILE, "merged", "eval.json", "predictions.jsonl",
-                    "summary.json", "report.html")
+                    "versions.json", "README.md", STATE_FILE, "merged", "quantized", "quantization.json",
+                    "quantization.md", "eval.json", "predictions.jsonl", "summary.json", "report.html",
+                    "report.md")
 
 
 def run(cfg: TunelabConfig, resume: bool = False, echo: Callable[[str], None] | None = None) -> Path:
@@ -92,11 +95,9 @@ def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
     device = choose_device(cfg)
     threads = set_threads(cfg)
     set_seed(cfg.train.seed)
-    total_steps = planned_steps(cfg, len(data["train"]))
-    model = build_model(MethodContext(cfg, labels, device, total_steps))
-    align_pad_token(model, tokenizer)
-    if cfg.train.gradient_checkpointing:
-        enable_checkpointing(model)
+    model = trainable_model(cfg, MethodContext(cfg, labels, device, planned_steps(cfg, len(data["train"]))),
+                            tokenizer)
+    kept = kept_full_precision(model)
 
     has_eval = cfg.train.eval_strategy != "no" and len(data["validation"]) > 0
     stopper = StopOnSignal()
@@ -133,13 +134,31 @@ def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
         "mean_train_loss": round(result.training_loss, 6),
         "threads": threads,
         "device": device.description,
+        "full_precision_layers": kept,
     }
     save_outputs(run_dir, cfg, trainer, tokenizer, measured, peft=cfg.method.name in PEFT_METHODS)
     if trainer.is_world_process_zero():
         write_json(run_dir / "versions.json", {**versions(), "device": device.description, "threads": threads,
                                                "processes": processes})
+        make_readable(run_dir)
         (run_dir / COMPLETE_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
     return run_dir
+
+
+def trainable_model(cfg: TunelabConfig, ctx: MethodContext, tokenizer):
+    """The method's model, ready for the Trainer: the pad token set, packed examples kept apart,
+    activation checkpointing on if asked; 4-bit layers kept in full precision are reported."""
+    model = build_model(ctx)
+    kept = kept_full_precision(model)
+    if kept and distributed.world().is_main:
+        print(f"tunelab: {describe_kept(kept)}", file=sys.stderr, flush=True)
+    align_pad_token(model, tokenizer)
+    hide_tied_keys_report(model)
+    if cfg.data.packing:
+        attend_within_examples(model)
+    if cfg.train.gradient_checkpointing:
+        enable_checkpointing(model)
+    return model
 
 
 def engine_used(trainer, cfg: TunelabConfig) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from tunelab.config.schema import TunelabConfig
-from tunelab.runs import write_json
+from tunelab.model_card import model_card
+from tunelab.models import public_name
+from tunelab.runs import read_json, run_labels, write_json
 
 
 def folder_size_mb(path: Path) -> float:
@@ -53,7 +56,35 @@ def save_outputs(run_dir: Path, cfg: TunelabConfig, trainer, tokenizer, measured
         metrics["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     write_json(run_dir / "metrics.json", metrics)
     (run_dir / "README.md").write_text(run_readme(run_dir, cfg, metrics), encoding="utf-8")
+    describe_artifact(run_dir, artifact, cfg, metrics, tokenizer)
     return metrics
+
+
+def describe_artifact(run_dir: Path, artifact: Path, cfg: TunelabConfig, metrics: dict, tokenizer) -> None:
+    """Make ``artifact`` load on its own with plain PEFT/transformers: its tokenizer (so that
+    ``pipeline(model=RUN/model)`` works), the label names beside an adapter (a full model's config.json
+    has them already), and a model card instead of PEFT's template. Written after ``artifact_size_mb``
+    was measured, which counts the weights and their config only."""
+    tokenizer.save_pretrained(artifact)
+    if metrics["artifact"] == "adapter":
+        name_the_base(artifact / "adapter_config.json", public_name(cfg.model.name))
+    labels = run_labels(run_dir) if cfg.task == "classification" else None
+    if labels and metrics["artifact"] == "adapter":
+        shutil.copyfile(run_dir / "labels.json", artifact / "labels.json")
+    card = model_card(cfg, metrics, read_json(run_dir / "data_report.json"), labels)
+    (artifact / "README.md").write_text(card, encoding="utf-8")
+
+
+def name_the_base(adapter_config: Path, name: str) -> None:
+    """Record the base as others load it (a built-in's hub id, or the user's folder or hub id).
+
+    PEFT records the folder the base was loaded from, for a built-in a path inside tunelab's
+    installation. It is only rewritten in the finished adapter: while training, PEFT looks the base
+    up by that name on every save, which must not reach for the hub.
+    """
+    config = read_json(adapter_config)
+    config["base_model_name_or_path"] = name
+    write_json(adapter_config, config)
 
 
 def save_weights(trainer, artifact: Path) -> None:

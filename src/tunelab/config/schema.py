@@ -76,8 +76,9 @@ class DataSection(Section):
     deduplicate: bool = True
     """Remove exact duplicate rows within each split (counted in the report)."""
     packing: bool = False
-    """Causal LM only: pack several examples into each `max_length` sequence. Labels never cross
-    an example boundary and position ids restart per example."""
+    """Causal LM only: pack several examples into each `max_length` sequence. Each example attends
+    only to itself (a block-diagonal attention mask), its position ids restart at 0, and no label
+    crosses an example boundary."""
     mask_prompt: bool = True
     """Causal LM only: put -100 on prompt tokens so the loss is on completions only."""
     chat_template: Optional[str] = None

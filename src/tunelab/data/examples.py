@@ -41,16 +41,8 @@ def load_examples(cfg: TunelabConfig) -> LoadedData:
     sources = {split: read_source(spec, split, data.text_field, data.max_rows) for split, spec in specs.items()}
     problems = [p for source in sources.values() for p in source.problems]
 
-    fmt = data.format
-    if fmt == "auto" and sources["train"].rows:
-        first = sources["train"].rows[0]
-        fmt = detect_format(cfg.task, first.record, data)
-        if fmt is None:
-            fields = ", ".join(sorted(first.record)) or "none"
-            raise DataError(problems + [
-                f"{first.where}: cannot tell the data format from the fields ({fields}); set data.format "
-                "(instruction, chat, text) and the field names (data.text_field, data.instruction_field, ...)"])
-    normalize = FORMATS.get(fmt)
+    fmt = data.format if data.format != "auto" else detect(cfg, sources, problems)
+    normalize = FORMATS[fmt]
     examples: dict[str, list[Example]] = {}
     for split, source in sources.items():
         examples[split] = []
@@ -64,6 +56,24 @@ def load_examples(cfg: TunelabConfig) -> LoadedData:
     if problems:
         raise DataError(problems)
     return LoadedData(fmt, examples, sources)
+
+
+def detect(cfg: TunelabConfig, sources: dict[str, Source], problems: list[str]) -> str:
+    """The format the first row implies (train's, else the first split that has rows).
+
+    Raises:
+        DataError: no source yielded a row, or the first row fits no format; with every problem so far.
+    """
+    first = next((source.rows[0] for source in sources.values() if source.rows), None)
+    if first is None:  # every source is broken: their problems say why
+        raise DataError(problems)
+    fmt = detect_format(cfg.task, first.record, cfg.data)
+    if fmt is None:
+        fields = ", ".join(sorted(first.record)) or "none"
+        raise DataError(problems + [
+            f"{first.where}: cannot tell the data format from the fields ({fields}); set data.format "
+            "(instruction, chat, text) and the field names (data.text_field, data.instruction_field, ...)"])
+    return fmt
 
 
 def _single_label(train: list[Example], spec: str, label_field: str) -> list[str]:

@@ -64,6 +64,13 @@ def read_source(spec: str, split: str, text_field: str, max_rows: int | None = N
 
 
 def _read_path(spec: str, path: Path, split: str, text_field: str) -> Source:
+    try:
+        return _read_existing(spec, path, split, text_field)
+    except OSError as err:  # unreadable (permissions, a vanished network mount): the user's to fix
+        return Source(spec, [], [f"{spec}: cannot read it ({err.strerror or err}); check that it is a readable file"])
+
+
+def _read_existing(spec: str, path: Path, split: str, text_field: str) -> Source:
     if path.is_dir():
         return _read_saved_dataset(spec, path, split)
     if not path.is_file():
@@ -110,6 +117,10 @@ def _read_jsonl(path: Path, spec: str, text_field: str) -> tuple[list[Row], list
             problems.append(f"{spec} line {number}: invalid JSON ({err.msg} at column {err.colno}); "
                             "each line must be one JSON object")
             continue
+        except RecursionError:
+            problems.append(f"{spec} line {number}: JSON nested too deeply to read; each line must be one flat "
+                            "JSON object")
+            continue
         if not isinstance(record, dict):
             problems.append(f"{spec} line {number}: expected a JSON object, got {_kind(record)}")
             continue
@@ -125,6 +136,8 @@ def _read_json(path: Path, spec: str, text_field: str) -> tuple[list[Row], list[
         tree = json.loads("\n".join(text for _, text in lines))
     except json.JSONDecodeError as err:
         return [], [f"{spec} line {err.lineno}: invalid JSON ({err.msg} at column {err.colno})"]
+    except RecursionError:
+        return [], [f"{spec}: JSON nested too deeply to read; expected a list of flat objects"]
     if isinstance(tree, dict):
         lists = [v for v in tree.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -202,7 +215,12 @@ def _read_saved_dataset(spec: str, path: Path, split: str) -> Source:
     if not ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
         return Source(spec, [], [f"{spec}: a folder, but not one written by datasets.save_to_disk; "
                                  "point data.* at a file or at such a folder"])
-    loaded = datasets.load_from_disk(str(path))
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except Exception as err:  # a damaged or partial save raises any of several types
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        return Source(spec, [], [f"{spec}: a datasets.save_to_disk folder that cannot be read ({reason}); save it "
+                                 "again"])
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
             return Source(spec, [], [f"{spec}: has splits {', '.join(loaded)} but no '{split}'; "
