@@ -239,6 +239,8 @@ def rank_fact(results: dict) -> list[str]:
     spread, n = best["validation"] - worst["validation"], results.get("validation_examples")
     noise = 2 / n if n else TOLERANCE
     ranks_text = ", ".join(fmt(r["value"]) for r in ranks)
+    if spread == 0:  # every rank scored the same: saturation_fact says why the sweep cannot rank them
+        return []
     if spread <= noise:
         return [f"- **Rank was not the lever here.** Ranks {ranks_text} spanned {spread:.4f} validation score, within "
                 f"two validation examples: the smallest rank that reaches the best is the one to keep "
@@ -270,8 +272,8 @@ def production_section(results: dict) -> str:
     ref, adapter = rows[0], next((r for r in rows if r["variant"] == "adapter"), None)
     if adapter:
         lines.append(f"- **Merge before serving:** the unmerged adapter took {adapter['latency_ms']['1']:.1f} ms at batch 1 vs "
-                     f"{ref['latency_ms']['1']:.1f} ms merged; keep the {adapter['disk_mb']:.2f} MiB adapter to ship "
-                     "many tasks over one base.")
+                     f"{ref['latency_ms']['1']:.1f} ms merged; keep the adapter (its folder, tokenizer included, "
+                     f"takes {adapter['disk_mb']:.2f} MiB) to ship many tasks over one base.")
     load = results.get("serve_load")
     if load:
         lines.append("- **Serving:** `python benchmarks/serve_load.py RUN` (`benchmarks/results/serve_load.json`): "
@@ -287,7 +289,8 @@ def serve_load_sentence(load: dict) -> str:
     if one is None or many is None or many is one:
         return "see `benchmarks/results/serve_load.json`."
     return (f"{one['requests_per_second']:.1f} requests/s one at a time vs {many['requests_per_second']:.1f} "
-            f"{many['server']} ({many['requests_per_second'] / one['requests_per_second']:.2f}x) with "
+            f"micro-batched in batches of up to {many['max_batch_size']} "
+            f"({many['requests_per_second'] / one['requests_per_second']:.2f}x) with "
             f"{load['clients']} concurrent clients on the {load['task']} run; p99 latency {one['p99_ms']:.0f} -> "
             f"{many['p99_ms']:.0f} ms.")
 

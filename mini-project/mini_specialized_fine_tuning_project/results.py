@@ -101,9 +101,11 @@ def next_steps(run: dict, err: dict, conf: list[dict]) -> str:
         top = err["pairs"].most_common(3)
         share = sum(n for _, n in top) / len(err["wrong"])
         names = "; ".join(f"{a} -> {b}" for (a, b), _ in top)
-        tips.append(f"- The {len(top)} most frequent confusions ({names}) hold {share:.0%} of the errors: read those "
-                    "tickets, add training tickets that separate the queues, and check whether their definitions "
-                    "overlap (if the business treats them alike, merge them).")
+        which = (f"The {len(top)} most frequent confusions ({names}) hold" if len(top) > 1
+                 else f"One confusion ({names}) holds")
+        tips.append(f"- {which} {share:.0%} of the errors: read those tickets, add training tickets that separate "
+                    "the queues, and check whether their definitions overlap (if the business treats them alike, "
+                    "merge them).")
     overall = 1 - len(err["wrong"]) / err["total"]
     helpful = [c for c in conf if c["accuracy"] is not None and c["accuracy"] > overall and c["coverage"] < 1]
     if helpful:
@@ -128,8 +130,12 @@ def next_steps(run: dict, err: dict, conf: list[dict]) -> str:
         rows = [r for r in q["rows"] if "error" not in r and r["variant"] != "adapter"]
         fastest = min(rows, key=lambda r: r["latency_ms"]["8"])
         if fastest["variant"] in ("merged", "model"):
-            tips.append("- For CPU serving, the merged fp32 model was the fastest copy here; the quantized copies "
-                        "only save memory.")
+            single = min(rows, key=lambda r: r["latency_ms"]["1"])
+            alone = ("" if single["variant"] == fastest["variant"] else
+                     f" ({single['variant']} was faster for a single ticket: {single['latency_ms']['1']:.1f} vs "
+                     f"{fastest['latency_ms']['1']:.1f} ms)")
+            tips.append(f"- For CPU serving, the merged fp32 model was the fastest copy for batches of 8 tickets{alone}; "
+                        "the quantized copies mainly save memory.")
         else:
             tips.append(f"- For CPU serving, {fastest['variant']} was the fastest copy ({fastest['latency_ms']['8']:.1f} "
                         f"ms for 8 tickets) and routes {fastest.get('agreement', 1):.1%} of tickets like fp32, at "
