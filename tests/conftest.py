@@ -118,14 +118,43 @@ def train_config(folder: Path, model: Path, task: str = "classification", **sect
     return write_config(folder, **defaults)
 
 
-class Server:
-    """A real uvicorn server on a free loopback port, in a thread; stopped by ``stop``."""
+@pytest.fixture(scope="module")
+def causal_run(tmp_path_factory, tiny_llama):
+    """A tiny causal-LM run (2 steps), loaded; one per test module."""
+    from tunelab import train
+    from tunelab.config import load_config
+    from tunelab.inference import load_run
 
-    def __init__(self, app):
+    folder = tmp_path_factory.mktemp("causal")
+    return load_run(train.run(load_config(train_config(folder, tiny_llama, task="causal_lm",
+                                                       train={"max_steps": 2}))))
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory, tiny_bert) -> Path:
+    """A tiny classification run's folder (2 steps); one per test module."""
+    from tunelab import train
+    from tunelab.config import load_config
+
+    folder = tmp_path_factory.mktemp("classifier")
+    return train.run(load_config(train_config(folder, tiny_bert, train={"max_steps": 2})))
+
+
+class Server:
+    """A real uvicorn server on a free loopback port, in a thread; stopped by ``stop``.
+
+    With ``timeouts``, it is set up as tunelab's servers set themselves up (``web.uvicorn_server``,
+    with its deadlines on request heads and idle connections).
+    """
+
+    def __init__(self, app, timeouts=None):
         import uvicorn
 
+        from tunelab.web import uvicorn_server
+
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
+        self.server = (uvicorn_server(app, "127.0.0.1", self.port, timeouts, log_level="error") if timeouts else
+                       uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.time() + 30

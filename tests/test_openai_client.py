@@ -7,21 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from conftest import Server, train_config
-from tunelab import train
-from tunelab.config import load_config
-from tunelab.inference import load_run
+from conftest import Server
 from tunelab.serve import ServeSettings, StopScanner, create_app
 
 KEY = "sekret"
 SAY = [{"role": "user", "content": "Say beta."}]
-
-
-@pytest.fixture(scope="module")
-def causal_run(tmp_path_factory, tiny_llama):
-    folder = tmp_path_factory.mktemp("causal")
-    return load_run(train.run(load_config(train_config(folder, tiny_llama, task="causal_lm",
-                                                       train={"max_steps": 2}))))
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,8 @@ from tunelab.serve import ServeSettings, create_app
 
 
 @pytest.fixture(scope="module")
-def causal_run(tmp_path_factory, tiny_llama):
-    folder = tmp_path_factory.mktemp("causal")
-    return load_run(train.run(load_config(train_config(folder, tiny_llama, task="causal_lm",
-                                                       train={"max_steps": 2}))))
-
-
-@pytest.fixture(scope="module")
-def classifier_run(tmp_path_factory, tiny_bert):
-    folder = tmp_path_factory.mktemp("classifier")
-    return load_run(train.run(load_config(train_config(folder, tiny_bert, train={"max_steps": 2}))))
+def classifier_run(classifier_dir):
+    return load_run(classifier_dir)
 
 
 @pytest.fixture(scope="module")

@@ -12,29 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from conftest import Server, free_port, train_config
-from tunelab import train
+from conftest import Server
 from tunelab.app import create_app as create_web_app, open_runs
 from tunelab.batching import MicroBatcher
-from tunelab.config import load_config
 from tunelab.inference import load_run
 from tunelab.serve import ServeSettings, create_app
-from tunelab.web import Timeouts, uvicorn_server
+from tunelab.web import Timeouts
 
 HANG = 30  # seconds: an answer that takes longer than this is a hang (the servers' own limit is 60 s)
-
-
-@pytest.fixture(scope="module")
-def causal_run(tmp_path_factory, tiny_llama):
-    folder = tmp_path_factory.mktemp("causal")
-    return load_run(train.run(load_config(train_config(folder, tiny_llama, task="causal_lm",
-                                                       train={"max_steps": 2}))))
-
-
-@pytest.fixture(scope="module")
-def classifier_dir(tmp_path_factory, tiny_bert):
-    folder = tmp_path_factory.mktemp("classifier")
-    return train.run(load_config(train_config(folder, tiny_bert, train={"max_steps": 2})))
 
 
 @pytest.fixture(scope="module")
@@ -188,29 +173,10 @@ def test_a_failing_generation_ends_its_stream_and_starves_no_other(causal_run, m
         server.stop()
 
 
-class GuardedServer:
-    """The servers' own uvicorn set-up (``web.uvicorn_server``) with short deadlines, in a thread."""
-
-    def __init__(self, app, timeouts: Timeouts):
-        self.port = free_port()
-        self.server = uvicorn_server(app, "127.0.0.1", self.port, timeouts, log_level="error")
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.time() + HANG
-        while not self.server.started:
-            assert time.time() < deadline, "server did not start"
-            time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def guarded(classifier_dir):
-    server = GuardedServer(create_app(load_run(classifier_dir), ServeSettings(timeouts=Timeouts(1, 1, 1)), "intents"),
-                           Timeouts(head_s=1, body_s=1, keep_alive_s=1))
+    short = Timeouts(head_s=1, body_s=1, keep_alive_s=1)
+    server = Server(create_app(load_run(classifier_dir), ServeSettings(timeouts=short), "intents"), short)
     yield server
     server.stop()
 

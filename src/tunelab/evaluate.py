@@ -90,10 +90,10 @@ def compare(metrics: dict, base: list, tuned: list, references: list, samples: i
 def table_text(report: dict) -> str:
     """The printed table: metric, base, tuned, delta, 95% CI of the delta; then a warning line for
     each metric on which tuned is worse than base."""
-    from tunelab.tables import text_table
+    from tunelab.tables import interval, signed, text_table
 
-    rows = [[name, row["base"], row["tuned"], f"{row['delta']:+.4g}",
-             f"[{row['ci95'][0]:+.4g}, {row['ci95'][1]:+.4g}]", "lower" if row["lower_is_better"] else "higher"]
+    rows = [[name, row["base"], row["tuned"], signed(row["delta"]), interval(row["ci95"]),
+             "lower" if row["lower_is_better"] else "higher"]
             for name, row in report["metrics"].items()]
     heading = f"{report['task']} on {report['split']} ({report['examples']} examples); base = {report['base']}"
     warnings = "".join(f"\nwarning: {worse_sentence(finding)}" for finding in eval_findings(report))

@@ -16,6 +16,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tunelab.tables import interval, is_number, signed
+
 Metric = Callable[[Sequence, Sequence], float]
 
 
@@ -149,18 +151,6 @@ def paired_bootstrap(metric: Metric, base: Sequence, tuned: Sequence, references
 
 
 # --- tuned against base: which way is worse -------------------------------------------------------------
-
-def signed(value) -> str:
-    return f"{value:+.4g}" if is_number(value) else str(value)
-
-
-def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def interval(ci) -> str:
-    return f"[{signed(ci[0])}, {signed(ci[1])}]" if isinstance(ci, (list, tuple)) and len(ci) == 2 else str(ci)
-
 
 def lower_is_better(name: str, row: dict | None = None) -> bool:
     """Whether a smaller value of metric ``name`` is better (eval.json says so; older files don't)."""

@@ -16,11 +16,10 @@ from html import escape
 from pathlib import Path
 
 from tunelab.errors import TunelabError
-from tunelab.metrics import (eval_findings, interval, is_number, lower_is_better, signed, worse_sentence,
-                             worse_than_base)
+from tunelab.metrics import eval_findings, lower_is_better, worse_sentence, worse_than_base
 from tunelab.runs import read_json
 from tunelab.svg import COLORS, WORSE_COLOR, bar_chart, line_chart
-from tunelab.tables import fmt, markdown_table
+from tunelab.tables import fmt, interval, is_number, markdown_table, signed
 
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#202124}"
          "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #dadce0;padding:4px 8px;"

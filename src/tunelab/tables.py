@@ -16,6 +16,20 @@ def fmt(value) -> str:
     return str(value)
 
 
+def signed(value) -> str:
+    """A delta with its sign (``+0.0250``); anything else as it is."""
+    return f"{value:+.4g}" if is_number(value) else str(value)
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def interval(ci) -> str:
+    """A confidence interval as ``[-0.01, +0.04]``."""
+    return f"[{signed(ci[0])}, {signed(ci[1])}]" if isinstance(ci, (list, tuple)) and len(ci) == 2 else str(ci)
+
+
 def markdown_table(headers: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]

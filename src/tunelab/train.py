@@ -98,6 +98,8 @@ def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
     model = trainable_model(cfg, MethodContext(cfg, labels, device, planned_steps(cfg, len(data["train"]))),
                             tokenizer)
     kept = kept_full_precision(model)
+    if kept and distributed.world().is_main:
+        print(f"tunelab: {describe_kept(kept)}", file=sys.stderr, flush=True)
 
     has_eval = cfg.train.eval_strategy != "no" and len(data["validation"]) > 0
     stopper = StopOnSignal()
@@ -147,11 +149,8 @@ def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
 
 def trainable_model(cfg: TunelabConfig, ctx: MethodContext, tokenizer):
     """The method's model, ready for the Trainer: the pad token set, packed examples kept apart,
-    activation checkpointing on if asked; 4-bit layers kept in full precision are reported."""
+    activation checkpointing on if asked."""
     model = build_model(ctx)
-    kept = kept_full_precision(model)
-    if kept and distributed.world().is_main:
-        print(f"tunelab: {describe_kept(kept)}", file=sys.stderr, flush=True)
     align_pad_token(model, tokenizer)
     hide_tied_keys_report(model)
     if cfg.data.packing:

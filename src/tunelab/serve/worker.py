@@ -118,13 +118,17 @@ class Worker:
 
     def check_texts(self, given: str | list[str]) -> list[str]:
         texts = [given] if isinstance(given, str) else given
-        if not texts:
-            raise ApiError(400, "input: give a text or a non-empty list of texts", "input")
-        if len(texts) > self.settings.max_inputs:
-            raise ApiError(400, f"input: {len(texts)} texts; at most {self.settings.max_inputs} per call", "input")
+        self.check_count(len(texts), "input", "texts")
         if any(not t.strip() for t in texts):
             raise ApiError(400, "input: texts must not be empty", "input")
         return texts
+
+    def check_count(self, count: int, param: str, noun: str) -> None:
+        """At least one input, at most ``max_inputs``; else a 400 naming ``param``."""
+        if not count:
+            raise ApiError(400, f"{param}: give a text or a non-empty list of texts", param)
+        if count > self.settings.max_inputs:
+            raise ApiError(400, f"{param}: {count} {noun}; at most {self.settings.max_inputs} per call", param)
 
     def plan(self, body: Sampling, inputs: int, param: str, max_tokens: Optional[int], tokens_param: str) -> Plan:
         """The request's settings, or a 4xx naming the first field this server cannot honour."""
@@ -134,10 +138,7 @@ class Worker:
             raise ApiError(400, f"{printable(extra)}: not supported by tunelab serve (the README lists what is)",
                            printable(extra), code="unsupported_parameter")
         n, cap = body.n or 1, self.settings.max_inputs
-        if not inputs:
-            raise ApiError(400, f"{param}: give a text or a non-empty list of texts", param)
-        if inputs > cap:
-            raise ApiError(400, f"{param}: {inputs} prompts; at most {cap} per call", param)
+        self.check_count(inputs, param, "prompts")
         if n > self.settings.max_choices or n * inputs > cap:
             raise ApiError(400, f"n: {n} choices for {inputs} prompt(s); at most {self.settings.max_choices} "
                                 f"choices and {cap} prompts x choices per call", "n")
