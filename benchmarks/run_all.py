@@ -109,7 +109,8 @@ def serve_section(data: dict) -> str:
 
 
 def demo_section(data: dict) -> str:
-    rows = [[i + 1, r["seconds"], r["base_accuracy"], r["tuned_accuracy"]] for i, r in enumerate(data["runs"])]
+    rows = [[i + 1, r["seconds"], r.get("base", r.get("base_accuracy")), r.get("tuned", r.get("tuned_accuracy"))]
+            for i, r in enumerate(data["runs"])]
     return ("`tunelab demo` in a fresh process (models already cached), as the README runs it.\n\n"
             + markdown_table(["run", "seconds", "base (probe) accuracy", "tuned accuracy"], rows)
             + f"\n\nMedian: **{data['median_seconds']:g} s**.")

@@ -1,17 +1,51 @@
 """The built-in datasets: big and varied enough, honest splits, and exactly what the generator writes."""
 
 import json
+import re
+import string
 from collections import Counter
 
-from tunelab.data.builtin import BUILTIN_DATA_DIR, support_instructions, support_intents, write_builtin_data
+from tunelab.data.builtin import (
+    BUILTIN_DATA_DIR, support_instruction_splits, support_instructions, support_intents, write_builtin_data,
+)
+from tunelab.data.builtin_replies import GREETING, INSTRUCTION, POLICIES, REPLIES, SIGN_OFF, reply_topic
+from tunelab.data.builtin_templates import INTENTS
+
+DURATION = re.compile(r"\d+(?:-\d+)? (?:working days?|days|hours|minutes)|\d+-year")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def read(name):
     return [json.loads(line) for line in (BUILTIN_DATA_DIR / name).read_text().splitlines()]
 
 
+def instruction_splits():
+    return read("support_instructions/train.jsonl"), read("support_instructions/test.jsonl")
+
+
+def reply_pattern(phrasing: str) -> str:
+    """A regex for a reply made from ``phrasing``: policies verbatim, any text for the customer's details."""
+    body = "".join(re.escape(literal) + (re.escape(POLICIES[field]) if field in POLICIES else ".*?" if field else "")
+                   for literal, field, _, _ in string.Formatter().parse(phrasing))
+    return f"{re.escape(GREETING)}( I've added order #\\d+ to this ticket\\.)? {body} {re.escape(SIGN_OFF)}"
+
+
+REPLY_PATTERNS = [(intent, re.compile(reply_pattern(p))) for intent, topics in REPLIES.items()
+                  for _, phrasings in topics.values() for p in phrasings]
+
+
+def intent_of(reply: str) -> str:
+    """The intent whose house-style template made ``reply``; fails for a reply no template made."""
+    intents = {intent for intent, pattern in REPLY_PATTERNS if pattern.fullmatch(reply)}
+    assert len(intents) == 1, f"not exactly one template makes: {reply}"
+    return intents.pop()
+
+
 def test_shipped_files_are_what_the_generator_writes(tmp_path):
-    for path in write_builtin_data(tmp_path):
+    written = write_builtin_data(tmp_path)
+    names = {str(path.relative_to(tmp_path)) for path in written}
+    assert {"support_instructions/train.jsonl", "support_instructions/test.jsonl", "support_intents/test.jsonl"} <= names
+    for path in written:
         relative = path.relative_to(tmp_path)
         assert path.read_text() == (BUILTIN_DATA_DIR / relative).read_text(), f"regenerate {relative}"
 
@@ -26,19 +60,54 @@ def test_intents_are_many_varied_and_balanced():
     assert set(Counter(r["label"] for r in test)) == set(counts)
 
 
-def test_instruction_pairs():
-    rows = read("support_instructions/train.jsonl")
-    assert len(rows) >= 200
-    assert all(r["instruction"] and r["output"] for r in rows)
-    assert len({(r["instruction"], r["input"]) for r in rows}) == len(rows)
+def test_instruction_splits_are_big_balanced_and_never_overlap():
+    train, test = instruction_splits()
+    assert len(train) >= 300 and len(test) >= 40
+    for rows in (train, test):
+        assert all(set(r) == {"instruction", "input", "output"} and r["instruction"] == INSTRUCTION for r in rows)
+        per_intent = Counter(intent_of(r["output"]) for r in rows)
+        assert set(per_intent) == set(INTENTS) and len(set(per_intent.values())) == 1, per_intent
+    train_messages = {r["input"].lower() for r in train}
+    assert len(train_messages) == len(train)
+    assert not {r["input"].lower() for r in test} & train_messages
+
+
+def test_every_reply_is_in_house_style_and_echoes_the_order_number():
+    for row in sum(instruction_splits(), []):
+        reply, words = row["output"], len(row["output"].split())
+        assert reply.startswith(GREETING) and reply.endswith(SIGN_OFF) and 35 <= words <= 70, reply
+        asked = set(re.findall(r"\b\d{5}\b", row["input"]))     # order numbers run 10000-99999
+        assert set(re.findall(r"#(\d+)", reply)) == asked, row  # every one echoed, none invented
+
+
+def test_policy_numbers_are_the_same_in_every_reply():
+    sentences = [s for row in sum(instruction_splits(), []) for s in SENTENCE_END.split(row["output"])]
+    durations = Counter(d for s in sentences for d in DURATION.findall(s))
+    assert set(durations) == {"1 working day", "3-5 working days", "30 days", "5 working days", "48 hours",
+                              "60 minutes", "30 minutes", "24 hours", "2-year"}
+    for sentence in sentences:  # a number of days or hours only ever appears in a policy, word for word
+        assert not DURATION.search(sentence) or sentence in POLICIES.values(), sentence
+    for topic_words, duration in [("return", "30 days"), ("Refunds", "5 working days"), ("delivery takes",
+                                  "3-5 working days"), ("charges", "48 hours"), ("reset links", "60 minutes")]:
+        said = {d for s in sentences if topic_words in s for d in DURATION.findall(s)}
+        assert said == {duration}, (topic_words, said)
+
+
+def test_every_message_template_has_a_reply_topic_and_every_topic_is_used():
+    assert set(REPLIES) == set(INTENTS)
+    for intent, templates in INTENTS.items():
+        assert {reply_topic(intent, t) for t in templates} == set(REPLIES[intent]), intent
 
 
 def test_generation_is_deterministic():
     assert support_intents() == support_intents()
-    assert support_instructions()[:5] == support_instructions()[:5]
+    assert support_instruction_splits() == support_instruction_splits()
+    assert support_instructions() == support_instruction_splits()["train"]  # what tiny.py trains its tokenizer on
 
 
 def test_data_cards_exist():
     for name in ("support_intents", "support_instructions"):
         card = (BUILTIN_DATA_DIR / name / "CARD.md").read_text()
         assert "Made by" in card and "Limits" in card
+    card = (BUILTIN_DATA_DIR / "support_instructions" / "CARD.md").read_text()
+    assert SIGN_OFF in card and all(policy in card for policy in POLICIES.values())

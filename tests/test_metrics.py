@@ -67,3 +67,29 @@ def test_paired_bootstrap_is_seeded_and_contains_the_true_delta():
     assert low < 0.15 < high and low > 0                            # true delta 0.15; clearly positive
     observed = accuracy(tuned, refs) - accuracy(base, refs)
     assert low < observed < high
+
+
+@pytest.mark.parametrize("name", ["accuracy", "macro_f1", "perplexity", "mean_loss", "bleu", "rouge1", "rouge2",
+                                  "rougeL", "exact_match"])
+def test_per_example_statistics_give_the_metric_on_every_resample(name):
+    import numpy as np
+
+    from tunelab.metrics import CLASSIFICATION_METRICS, GENERATION_METRICS, LANGUAGE_MODEL_METRICS
+
+    metric = {**CLASSIFICATION_METRICS, **GENERATION_METRICS, **LANGUAGE_MODEL_METRICS}[name]
+    rng = np.random.default_rng(0)
+    words = ["the", "order", "ships", "today", "refund", "in", "5", "days", "sorry", "label"]
+    if name in CLASSIFICATION_METRICS:
+        outputs, references = list(rng.integers(0, 4, 30)), list(rng.integers(0, 4, 30))
+    elif name in LANGUAGE_MODEL_METRICS:
+        outputs, references = [(float(rng.uniform(1, 20)), int(rng.integers(1, 9))) for _ in range(30)], [None] * 30
+    else:
+        def text():
+            return " ".join(rng.choice(words, int(rng.integers(1, 9))))
+        references = [text() for _ in range(30)]
+        outputs = [r if i % 7 == 0 else text() for i, r in enumerate(references)]
+    stats = metric.per_example(outputs, references)
+    for _ in range(20):
+        idx = rng.integers(0, 30, 30)
+        want = metric([outputs[i] for i in idx], [references[i] for i in idx])
+        assert metric.combine(stats[idx].sum(0)) == pytest.approx(want, rel=1e-9, abs=1e-12)

@@ -184,6 +184,17 @@ def test_gptq_refuses_gpt2_and_bad_group_sizes_before_starting(tmp_path, tiny_ll
     assert check_gptq_model(cfg, tiny_llama, 32) == "model.layers"
 
 
+def test_gptq_suggests_a_group_size_that_divides_every_width_and_runs_on_a_cpu(tmp_path, tiny_llama):
+    """Real widths such as SmolLM2's 576 and 1536 take 64 but not the default 128; the advice must name a
+    size that then passes (half the narrowest width, the old advice, divides neither 192 here nor 1536 there)."""
+    cfg = load_config(train_config(tmp_path, tiny_llama, task="causal_lm"))
+    with pytest.raises(TunelabError, match=r"the layer widths \[64, 192\]; use 64$"):
+        check_gptq_model(cfg, tiny_llama, 128)
+    with pytest.raises(TunelabError, match=r"use 64 or -1 \(one group per row\)$"):
+        check_gptq_model(cfg, tiny_llama, 128, bits=8)
+    assert check_gptq_model(cfg, tiny_llama, 64) == "model.layers"
+
+
 def test_gptq_worker_pool_is_sized_for_small_machines(monkeypatch):
     from tunelab.modeling import cpu_count, prepare_quantization_backends
 

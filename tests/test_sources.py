@@ -116,7 +116,7 @@ def test_builtin_data_source():
     source = read_source("builtin:support_intents/test.jsonl", "test", "text")
     assert source.problems == [] and len(source.rows) >= 100
     missing = read_source("builtin:nope/train.jsonl", "train", "text")
-    assert "available: builtin:support_instructions/train.jsonl" in missing.problems[0]
+    assert "builtin:support_instructions/train.jsonl" in missing.problems[0]
 
 
 def test_hub_source_offline_is_one_line():

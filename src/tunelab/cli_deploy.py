@@ -1,4 +1,4 @@
-"""The deployment commands: quantize, serve and app (registered in ``tunelab.cli.COMMANDS``)."""
+"""The deployment commands: quantize, export, serve and app (registered in ``tunelab.cli.COMMANDS``)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,36 @@ def _quantize(args: argparse.Namespace) -> None:
                                           trust_remote_code=args.trust_remote_code)
         print(quantize_compare.summary_text(report))
         print(f"wrote {run_dir}/quantization.json and quantization.md")
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    from tunelab.export.dtypes import DTYPES, FORMATS
+
+    run_argument(parser)
+    parser.add_argument("--format", choices=FORMATS, default="gguf",
+                        help="file format: gguf (default), one file llama.cpp and Ollama run")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="f16",
+                        help="weight type: " + "; ".join(f"{name}: {d.description}" for name, d in DTYPES.items())
+                             + " (default f16; norms stay fp32 in both)")
+    parser.add_argument("--out", metavar="FILE.gguf", default=None,
+                        help="file to write (default RUN/export/model-<dtype>.gguf); an Ollama Modelfile is "
+                             "written beside it, replacing one there")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip the read-back check. By default the file is loaded again with transformers "
+                             "before it is put in place, and must give the same token ids, chat template and, "
+                             "within the dtype's rounding, the same logits on a short prompt as the merged fp32 "
+                             "model. It holds a second fp32 copy of the model in memory and takes longer than "
+                             "writing (SmolLM2-135M: 2 s to write, 30 s to check on 2 CPU cores, mostly "
+                             "transformers parsing the file)")
+    trust_argument(parser)
+
+
+def _export(args: argparse.Namespace) -> None:
+    from tunelab.export import pipeline
+
+    written = pipeline.run(args.run, args.format, args.dtype, args.out, verify=not args.no_verify,
+                           trust_remote_code=args.trust_remote_code, echo=print)
+    print(written)
 
 
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -127,6 +157,16 @@ DEPLOY_COMMANDS: dict[str, Command] = {
                         "process and writes RUN/quantization.json and quantization.md. Methods: int8 "
                         "(bitsandbytes LLM.int8), nf4 (bitsandbytes 4-bit NF4), gptq (GPTQ calibrated on the "
                         "run's training data), dynamic-int8 (PyTorch int8 kernels, the fast one on CPUs)."),
+    "export": Command("one GGUF file of a run's merged model, for llama.cpp and Ollama (f16 or q8_0)",
+                      _export_arguments, _export,
+                      "Folds the run's adapter into the fp32 base (as tunelab merge does; full and freeze runs "
+                      "use model/) and writes the model and tokenizer as one GGUF file, "
+                      "RUN/export/model-<dtype>.gguf unless --out says otherwise, with an Ollama Modelfile "
+                      "beside it. The file is written under a temporary name and renamed into place only once "
+                      "complete and checked, so a failure leaves nothing behind. Supported: Llama-architecture "
+                      "causal LMs with a byte-level BPE tokenizer (SmolLM2, tunelab's tiny models and the like) "
+                      "and plain RoPE; anything else exits with code 2 and says what is supported. See "
+                      "docs/export.md."),
     "serve": Command("serve a run over HTTP: OpenAI-compatible completions and chat, or /v1/classify",
                      _serve_arguments, _serve,
                      "FastAPI + uvicorn on 127.0.0.1 by default. Causal-LM runs: /v1/completions, "

@@ -39,6 +39,13 @@ class ModelLoadError(TunelabError):
     title = "cannot load model"
 
 
+class ExportError(TunelabError):
+    """The run's model, tokenizer or target cannot be exported (an unsupported architecture, tokenizer
+    or option), or a written file failed its read-back check."""
+
+    title = "cannot export"
+
+
 class RunFolderError(TunelabError):
     """A run folder is missing, incomplete or would be overwritten."""
 

@@ -7,6 +7,7 @@ from typing import Iterator
 
 import torch
 
+from tunelab.causal_loss import labelled_nll
 from tunelab.data.tokenize import IGNORE_INDEX, to_messages
 from tunelab.inference import LoadedRun, generate
 from tunelab.metrics import GENERATION_METRICS, LANGUAGE_MODEL_METRICS
@@ -23,10 +24,11 @@ def evaluate_causal(loaded: LoadedRun, examples: list[dict], split: str) -> dict
     references = [to_messages(e)[-1]["content"] for e in examples] if generative else []
 
     tuned_nll = sequence_nll(loaded.model, records, cfg.eval.batch_size)
-    tuned_text = generate(loaded, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    tuned_text = generate(loaded, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size, progress="tuned: generating")
     with base_model(loaded) as base:
         base_nll = sequence_nll(base, records, cfg.eval.batch_size)
-        base_text = generate(loaded, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size, model=base)
+        base_text = generate(loaded, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size, model=base,
+                             progress="base: generating")
 
     metrics = compare(LANGUAGE_MODEL_METRICS, base_nll, tuned_nll, [None] * len(records), samples, seed)
     if generative:
@@ -91,8 +93,7 @@ def _batch_nll(model, records: list[dict]) -> list[tuple[float, int]]:
     mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (longest - len(r["input_ids"])) for r in records])
     labels = torch.tensor([r["labels"] + [IGNORE_INDEX] * (longest - len(r["labels"])) for r in records])
     with torch.inference_mode():
-        logits = model(input_ids=ids, attention_mask=mask).logits.float()           # (B, T, V)
-    return _nll(logits, labels)
+        return labelled_nll(model, ids, mask, labels)
 
 
 def _nll(logits: torch.Tensor, labels: torch.Tensor) -> list[tuple[float, int]]:

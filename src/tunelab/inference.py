@@ -160,13 +160,15 @@ def render_prompt(loaded: LoadedRun, prompt: str | list[dict]) -> str:
 
 def generate(loaded: LoadedRun, prompts: list, max_new_tokens: int, batch_size: int = 8, model=None,
              temperature: float = 0.0, top_p: float = 1.0, seed: int | None = 0, token_ids: bool = False,
-             min_new_tokens: int | None = None, stop: list[str] | None = None, rendered: bool = False) -> list:
+             min_new_tokens: int | None = None, stop: list[str] | None = None, rendered: bool = False,
+             progress: str | None = None) -> list:
     """Completions for prompts (strings or chats), batched with left padding; greedy when temperature is 0.
 
     Returns the texts, or with ``token_ids`` the generated token ids (up to the first EOS).
     ``seed`` seeds torch before sampling (None leaves its random state as it is). A sequence ends once
     its text holds one of the ``stop`` strings (the ids then end with the token that completed it;
     the texts are not cut). ``rendered``: the prompts are already texts for the model (``render_prompt``).
+    ``progress``: a label for a progress bar on stderr (one step per prompt), for long batch jobs.
     """
     import torch
     from transformers import StoppingCriteriaList
@@ -178,7 +180,11 @@ def generate(loaded: LoadedRun, prompts: list, max_new_tokens: int, batch_size: 
     if seed is not None:
         torch.manual_seed(seed)
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    # Batches of similar length carry little left padding; the outputs are put back in prompt order.
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    texts = [texts[i] for i in order]
     outputs = []
+    bar = progress_bar(progress, len(texts))
     try:
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(texts[start:start + batch_size], add_special_tokens=False, padding=True,
@@ -194,9 +200,21 @@ def generate(loaded: LoadedRun, prompts: list, max_new_tokens: int, batch_size: 
                             for i, row in enumerate(new)]
             else:
                 outputs += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+            bar.update(len(new))
     finally:
         tokenizer.padding_side = side
-    return outputs
+        bar.close()
+    in_order = [None] * len(outputs)
+    for position, output in zip(order, outputs):
+        in_order[position] = output
+    return in_order
+
+
+def progress_bar(label: str | None, total: int):
+    """A tqdm bar on stderr labelled ``label``, or one that shows nothing when ``label`` is None."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=label, unit="prompt", disable=label is None, leave=False)
 
 
 class StopTexts:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tunelab import __version__
 from tunelab.config.schema import TunelabConfig
-from tunelab.models import is_hub_id, public_name
+from tunelab.models import is_hub_id, model_source, public_name
 
 PIPELINES = {"classification": "text-classification", "causal_lm": "text-generation"}
 
@@ -21,7 +21,8 @@ def model_card(cfg: TunelabConfig, metrics: dict, data_report: dict, labels: lis
     front = ["---", f"library_name: {'peft' if adapter else 'transformers'}"]
     front += [f"base_model: {base}"] if is_hub_id(base) else []  # the hub's field names a repository
     front += [f"pipeline_tag: {PIPELINES[cfg.task]}", "tags:", "- tunelab", f"- {cfg.method.name}", "---"]
-    rows = [("base model", f"`{base}`"), ("method", method_text(cfg)), ("data", data_text(data_report)),
+    rows = [("base model", f"`{base}`"), ("weights", source_text(model_source(cfg.model))),
+            ("method", method_text(cfg)), ("data", data_text(data_report)),
             ("training", f"{metrics['epochs']:g} epoch(s), {metrics['steps']} steps, batch {cfg.train.batch_size} "
                          f"x {cfg.train.gradient_accumulation_steps} accumulation, learning rate "
                          f"{cfg.train.learning_rate:g}, seed {cfg.train.seed}"),
@@ -61,6 +62,15 @@ def method_text(cfg: TunelabConfig) -> str:
         return cfg.method.name
     return (f"{cfg.method.name} (r {lora.r}, lora_alpha {lora.lora_alpha:g}, lora_dropout {lora.lora_dropout:g}, "
             f"target_modules {lora.target_modules})")
+
+
+def source_text(source: dict) -> str:
+    """Where the base weights came from and their license (``models.model_source``)."""
+    origin = source.get("obtained_from") or source.get("hub_id") or source["name"]
+    parts = [f"`{source['name']}`" + (f" from {origin}" if origin != source["name"] else "")]
+    parts += [f"SHA-256 `{source['sha256'][:16]}`"] if source.get("sha256") else []
+    parts += [source["note"]] if source.get("note") else []
+    return "; ".join(parts) + f"; license: {source.get('license') or 'not recorded, see the base model'}"
 
 
 def data_text(report: dict) -> str:

@@ -51,6 +51,27 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+RETURNED_ALLOCATION_BYTES = 1 << 20
+
+
+def return_memory_to_os() -> bool:
+    """Make glibc serve allocations of 1 MiB and more from their own mappings, unmapped when freed.
+
+    By default glibc raises that threshold as large blocks are freed and then keeps them in its heap:
+    a training step's short-lived activations and logits stay resident long after they are freed.
+    Returns False where there is no glibc (macOS, musl): nothing changes there.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, RETURNED_ALLOCATION_BYTES))
+    except (OSError, AttributeError):
+        return False
+
+
 def peak_rss_mb(pid: int | str = "self") -> float:
     """Peak resident memory of a process (default: this one) so far, in MiB.
 

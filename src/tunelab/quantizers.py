@@ -128,8 +128,19 @@ def check_gptq_model(cfg: TunelabConfig, source: Path, group_size: int, bits: in
     widths = {m.in_features for m in layers.modules() if isinstance(m, nn.Linear)}
     if group_size > 0 and any(w % group_size for w in widths):
         raise TunelabError(f"quantize.group_size: {group_size} does not divide the layer widths "
-                           f"{sorted(widths)}; use a divisor of them (e.g. {min(widths) // 2}) or -1")
+                           f"{sorted(widths)}; {_group_size_advice(widths, bits)}")
     return next(name for name, m in skeleton.named_modules() if m is layers)
+
+
+def _group_size_advice(widths: set[int], bits: int) -> str:
+    """A group size that divides every width and runs on a CPU (SmolLM2's 576 and 1536 take 64, not 128)."""
+    fitting = [size for size in CPU_INT4_GROUP_SIZES if all(w % size == 0 for w in widths)]
+    if fitting:
+        return f"use {max(fitting)}" + ("" if bits == 4 else " or -1 (one group per row)")
+    if bits == 4:
+        return (f"no group size the CPU kernel takes ({', '.join(map(str, CPU_INT4_GROUP_SIZES))}) divides them; "
+                "use quantize.bits=8 with quantize.group_size=-1, or another method")
+    return "use -1 (one group per row)"
 
 
 def _gptq_settings(cfg: TunelabConfig) -> dict:

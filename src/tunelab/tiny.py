@@ -22,7 +22,7 @@ from tunelab.runs import make_readable
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>"]  # markers of tunelab's default chat template
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def _llama_config(vocab_size: int, hidden: int, layers: int, heads: int, max_positions: int, ids: dict):
@@ -102,14 +102,14 @@ def make_tiny_model(arch: str, out: str | Path, hidden: int = 64, layers: int = 
     return out
 
 
-def cache_dir() -> Path:
-    """Where built-in tiny models are kept: $TUNELAB_CACHE, else ~/.cache/tunelab."""
-    return Path(os.environ.get("TUNELAB_CACHE", Path.home() / ".cache" / "tunelab"))
+def tiny_folder(arch: str, cache: Path) -> Path:
+    """Where ``builtin:tiny-<arch>`` is kept inside tunelab's cache."""
+    return cache / "models" / f"tiny-{arch}-v{CACHE_VERSION}"
 
 
-def cached_tiny_model(arch: str) -> Path:
+def cached_tiny_model(arch: str, cache: Path) -> Path:
     """The folder of ``builtin:tiny-<arch>``, built on first use (atomically, so concurrent runs are safe)."""
-    target = cache_dir() / "models" / f"tiny-{arch}-v{CACHE_VERSION}"
+    target = tiny_folder(arch, cache)
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Callable
 
 from tunelab import distributed, prepare
+from tunelab.causal_loss import LabelledLoss, supported
 from tunelab.config.schema import TunelabConfig
 from tunelab.data.collate import PadCollator, attend_within_examples
 from tunelab.errors import RunFolderError, TrainingInterrupted
 from tunelab.kbit import describe_kept, kept_full_precision
 from tunelab.methods import PEFT_METHODS, MethodContext, build_model
+from tunelab.models import model_source
 from tunelab.modeling import (Device, align_pad_token, choose_device, hide_tied_keys_report, peak_rss_mb,
-                              set_threads, silence_known_warnings)
+                              return_memory_to_os, set_threads, silence_known_warnings)
 from tunelab.runs import COMPLETE_MARKER, make_readable, read_json, run_labels, versions, write_json
 from tunelab.train_outputs import save_outputs
 
@@ -94,6 +96,8 @@ def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer")
     device = choose_device(cfg)
     threads = set_threads(cfg)
+    if cfg.train.return_memory_to_os:
+        return_memory_to_os()
     set_seed(cfg.train.seed)
     model = trainable_model(cfg, MethodContext(cfg, labels, device, planned_steps(cfg, len(data["train"]))),
                             tokenizer)
@@ -108,7 +112,7 @@ def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
         train_dataset=data["train"], eval_dataset=by_length(data["validation"]) if has_eval else None,
         data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
         compute_metrics=_classification_metrics() if cfg.task == "classification" else None,
-        callbacks=callbacks(cfg, run_dir, has_eval) + [stopper])
+        compute_loss_func=labelled_loss(cfg, model), callbacks=callbacks(cfg, run_dir, has_eval) + [stopper])
     _replace_printer(trainer)
     if cfg.task == "classification":
         # Sequence classifiers take **kwargs but return a per-batch mean loss that ignores
@@ -141,7 +145,8 @@ def train_in(run_dir: Path, cfg: TunelabConfig, resume: bool) -> Path:
     save_outputs(run_dir, cfg, trainer, tokenizer, measured, peft=cfg.method.name in PEFT_METHODS)
     if trainer.is_world_process_zero():
         write_json(run_dir / "versions.json", {**versions(), "device": device.description, "threads": threads,
-                                               "processes": processes})
+                                               "processes": processes,
+                                               "model_source": model_source(cfg.model)})
         make_readable(run_dir)
         (run_dir / COMPLETE_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
     return run_dir
@@ -158,6 +163,17 @@ def trainable_model(cfg: TunelabConfig, ctx: MethodContext, tokenizer):
     if cfg.train.gradient_checkpointing:
         enable_checkpointing(model)
     return model
+
+
+def labelled_loss(cfg: TunelabConfig, model) -> LabelledLoss | None:
+    """For causal LMs, the loss computed only where labels are set (``causal_loss``), when it is exact
+    for this model and engine; None keeps the model's own loss."""
+    engine = cfg.train.distributed if distributed.world().size > 1 else "none"
+    if cfg.task != "causal_lm" or not supported(model, engine):
+        return None
+    loss = LabelledLoss(model)
+    loss.attach(model)
+    return loss
 
 
 def engine_used(trainer, cfg: TunelabConfig) -> str:

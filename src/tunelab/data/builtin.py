@@ -5,8 +5,10 @@ a test checks the shipped files equal what this module writes):
 
 - ``support_intents``: customer messages labelled with one of 10 intents, ``train.jsonl`` and a
   separate ``test.jsonl`` whose texts never occur in train.
-- ``support_instructions``: instruction/response pairs in the same domain (reply, summarize,
-  classify), Alpaca fields ``instruction``, ``input``, ``output``.
+- ``support_instructions``: customer messages answered in one house style (greeting, the order
+  number and product echoed, the shop's fixed policies, one next step, a fixed sign-off), Alpaca
+  fields ``instruction`` (always the same), ``input``, ``output``; ``train.jsonl`` and a separate
+  ``test.jsonl`` whose messages never occur in train. Replies come from ``builtin_replies.py``.
 
 Config files refer to them as ``builtin:support_intents/train.jsonl``.
 """
@@ -18,14 +20,16 @@ import random
 import re
 from pathlib import Path
 
-from tunelab.data.builtin_templates import (
-    CLOSERS, CONTEXTS, INSTRUCTIONS, INTENTS, OPENERS, REPLIES, SLOTS, SUMMARIES,
+from tunelab.data.builtin_replies import (
+    GREETING, INSTRUCTION, POLICIES, REPLIES, SIGN_OFF, house_reply, order_number,
 )
+from tunelab.data.builtin_templates import CLOSERS, CONTEXTS, INTENTS, OPENERS, SLOTS
 
 BUILTIN_DATA_DIR = Path(__file__).resolve().parent.parent / "builtin_data"
 INTENT_TRAIN_PER_LABEL = 80
 INTENT_TEST_PER_LABEL = 20
-INSTRUCTION_PAIRS = 260
+INSTRUCTION_TRAIN_PER_INTENT = 32
+INSTRUCTION_TEST_PER_INTENT = 5
 SEED = 20261129
 
 
@@ -72,9 +76,11 @@ def _noisy(text: str, rng: random.Random) -> str:
     return text
 
 
-def customer_message(intent: str, rng: random.Random, chosen: dict[str, str] | None = None) -> str:
-    """One synthetic customer message for ``intent``."""
-    body = _noisy(_fill(rng.choice(INTENTS[intent]), rng, chosen), rng)
+def customer_message(intent: str, rng: random.Random, chosen: dict[str, str] | None = None,
+                     template: str | None = None) -> str:
+    """One synthetic customer message for ``intent``, from ``template`` or a random one of its templates."""
+    template = rng.choice(INTENTS[intent]) if template is None else template
+    body = _noisy(_fill(template, rng, chosen), rng)
     opener = rng.choice(OPENERS)
     if opener and body[0].isupper() and not body.startswith("I "):
         body = body[0].lower() + body[1:]
@@ -110,28 +116,39 @@ def support_intents() -> dict[str, list[dict]]:
     return splits
 
 
-def support_instructions() -> list[dict]:
-    """Instruction/response pairs: replies, one-line summaries and intent labels."""
+def _reply_pair(intent: str, rng: random.Random) -> dict | None:
+    """One message and its house-style reply; None when a typo hit a number the reply repeats."""
+    template = rng.choice(INTENTS[intent])
+    chosen: dict[str, str] = {}
+    message = customer_message(intent, rng, chosen, template=template)
+    echoed = [order_number(chosen), chosen.get("amount")]
+    if any(value and value.lower() not in message.lower() for value in echoed):
+        return None  # the reply would quote "#12345" to a customer who wrote "#13245"
+    return {"instruction": INSTRUCTION, "input": message, "output": house_reply(intent, template, chosen, rng)}
+
+
+def support_instruction_splits() -> dict[str, list[dict]]:
+    """Train and test reply pairs, balanced per intent; no test message occurs in train (case-insensitive)."""
     rng = random.Random(SEED + 1)
-    rows, seen = [], set()
-    kinds = ["reply"] * 6 + ["summarize"] * 2 + ["classify"] * 2
-    while len(rows) < INSTRUCTION_PAIRS:
-        intent = rng.choice(list(INTENTS))
-        kind = rng.choice(kinds)
-        chosen: dict[str, str] = {}
-        message = customer_message(intent, rng, chosen)
-        if kind == "reply":
-            output = _fill(rng.choice(REPLIES[intent]), rng, chosen)
-        elif kind == "summarize":
-            output = SUMMARIES[intent]
-        else:
-            output = intent
-        row = {"instruction": rng.choice(INSTRUCTIONS[kind]), "input": message, "output": output}
-        key = (row["instruction"], message.lower())
-        if key not in seen:
-            seen.add(key)
-            rows.append(row)
-    return rows
+    splits: dict[str, list[dict]] = {"train": [], "test": []}
+    seen: set[str] = set()
+    for intent in INTENTS:
+        rows: list[dict] = []
+        while len(rows) < INSTRUCTION_TRAIN_PER_INTENT + INSTRUCTION_TEST_PER_INTENT:
+            row = _reply_pair(intent, rng)
+            if row and row["input"].lower() not in seen:
+                seen.add(row["input"].lower())
+                rows.append(row)
+        splits["test"] += rows[:INSTRUCTION_TEST_PER_INTENT]
+        splits["train"] += rows[INSTRUCTION_TEST_PER_INTENT:]
+    for rows in splits.values():
+        rng.shuffle(rows)
+    return splits
+
+
+def support_instructions() -> list[dict]:
+    """The training reply pairs (``instruction``, ``input``, ``output``) of ``support_instructions``."""
+    return support_instruction_splits()["train"]
 
 
 INTENT_CARD = """# support_intents (built into tunelab)
@@ -158,23 +175,42 @@ Synthetic customer-support messages, each labelled with one of {n_labels} intent
 
 INSTRUCTION_CARD = """# support_instructions (built into tunelab)
 
-{n} instruction/response pairs in the customer-support domain, Alpaca fields
-`instruction`, `input` (a customer message) and `output`.
+Customer messages answered by Sam of Northwind, a fictional online shop, in one house style with
+fixed policies: {n_train} pairs in `train.jsonl` and {n_test} in `test.jsonl`. Alpaca fields
+`instruction`, `input` (the customer message) and `output` (the reply).
 
-- **Made by**: `tunelab/data/builtin.py`. Customer messages come from the same generator as
-  `support_intents`; outputs are agent replies from hand-written templates (naming the customer's
-  order number and product), one-line request summaries, or the intent name. Task mix about 60% replies,
-  20% summaries, 20% intent labels. Seed {seed}. Regenerate with `python -m tunelab.data.builtin`.
-- **Use**: instruction tuning of small causal LMs offline (`configs/support-instructions-tiny.yaml`).
-  `tunelab prepare` splits validation and test from it.
-- **Limits**: synthetic and templated; replies are plausible, not company policy. English only.
+- **Made by**: `tunelab/data/builtin.py`. Messages come from the same generator as `support_intents`
+  (same templates, slot values, background sentences and noise; another seed) and cover its
+  {n_labels} intents. Replies come from hand-written templates in `builtin_replies.py`: each intent is
+  split into topics by its message template ({n_topics} topics, e.g. a wrong, damaged or missing
+  delivery), each topic has two phrasings, and the policy sentences below are pasted in verbatim.
+  Seed {seed}. Regenerate with `python -m tunelab.data.builtin`.
+- **Instruction**: the same in every row: "{instruction}"
+- **House style**: every reply opens with "{greeting}",
+  echoes the order number as `#12345` and the product when the message names them (it never
+  invents one), states the policy that applies, gives one next step and ends with
+  "{sign_off}". Replies are {min_words}-{max_words} words long ({mean_words} on average).
+- **Policies**, stated in exactly these words wherever they apply; no reply has any other duration:
+{policies}
+- **Size**: {n_train} training and {n_test} test pairs, balanced ({train_per} and {test_per} per intent).
+  No test message occurs in train (case-insensitive).
+- **Use**: instruction tuning of small chat models (SmolLM2-135M-Instruct and the like) or the offline
+  tiny models (`configs/support-instructions-tiny.yaml`). Set `data.test` to
+  `builtin:support_instructions/test.jsonl` to score held-out messages; otherwise `tunelab prepare`
+  splits validation and test from train.
+- **What the test split measures**: test messages are new, but come from the same templates and are
+  answered by the same reply templates, so it shows whether a model learned the style and the
+  policies, in-distribution; real tickets will be harder.
+- **Limits**: synthetic and templated. Northwind and its policies are fictional; replies state a
+  policy rather than an order's real state, which no template knows. English only, short messages,
+  no personal data.
 """
 
 
 def write_builtin_data(root: Path = BUILTIN_DATA_DIR) -> list[Path]:
     """Write both datasets with their data cards under ``root``; return the files written."""
     intents = support_intents()
-    instructions = support_instructions()
+    instructions = support_instruction_splits()
     files = {
         "support_intents/train.jsonl": _jsonl(intents["train"]),
         "support_intents/test.jsonl": _jsonl(intents["test"]),
@@ -182,8 +218,9 @@ def write_builtin_data(root: Path = BUILTIN_DATA_DIR) -> list[Path]:
             n_labels=len(INTENTS), labels=", ".join(f"`{k}`" for k in INTENTS), seed=SEED,
             n_train=len(intents["train"]), n_test=len(intents["test"]),
             train_per=INTENT_TRAIN_PER_LABEL, test_per=INTENT_TEST_PER_LABEL),
-        "support_instructions/train.jsonl": _jsonl(instructions),
-        "support_instructions/CARD.md": INSTRUCTION_CARD.format(n=len(instructions), seed=SEED + 1),
+        "support_instructions/train.jsonl": _jsonl(instructions["train"]),
+        "support_instructions/test.jsonl": _jsonl(instructions["test"]),
+        "support_instructions/CARD.md": _instruction_card(instructions),
     }
     written = []
     for name, text in files.items():
@@ -192,6 +229,16 @@ def write_builtin_data(root: Path = BUILTIN_DATA_DIR) -> list[Path]:
         path.write_text(text, encoding="utf-8")
         written.append(path)
     return written
+
+
+def _instruction_card(splits: dict[str, list[dict]]) -> str:
+    words = [len(row["output"].split()) for rows in splits.values() for row in rows]
+    return INSTRUCTION_CARD.format(
+        n_train=len(splits["train"]), n_test=len(splits["test"]), n_labels=len(INTENTS),
+        n_topics=sum(len(topics) for topics in REPLIES.values()), seed=SEED + 1, instruction=INSTRUCTION,
+        greeting=GREETING, sign_off=SIGN_OFF, min_words=min(words), max_words=max(words),
+        mean_words=round(sum(words) / len(words)), policies="\n".join(f"  - {p}" for p in POLICIES.values()),
+        train_per=INSTRUCTION_TRAIN_PER_INTENT, test_per=INSTRUCTION_TEST_PER_INTENT)
 
 
 def _jsonl(rows: list[dict]) -> str:

@@ -1,9 +1,10 @@
-"""Templates and slot values behind tunelab's built-in customer-support data.
+"""Templates and slot values behind tunelab's built-in customer-support messages.
 
 Each intent has message templates with `{slots}`; `builtin.py` fills them with seeded random
-choices. Intents come in confusable pairs on purpose (cancel an order vs a subscription,
-a refund vs a double charge, a late parcel vs a damaged one) so a classifier must read the
-whole message, not one keyword.
+choices. Intents come in confusable pairs on purpose (cancel an order vs a subscription, a refund
+vs a double charge, a late parcel vs a damaged one) so a classifier must read the whole message,
+not one keyword. Both built-in datasets use these messages (the replies of `support_instructions`
+live in `builtin_replies.py`), so any change here changes `support_intents` too.
 """
 
 SLOTS = {
@@ -155,96 +156,5 @@ INTENTS = {
         "I need a manager about order {order}",
         "transfer me to a live agent",
         "this chat is useless, let me speak to staff",
-    ],
-}
-
-# Agent replies for the instruction data: one or more per intent, filled with the same slots.
-REPLIES = {
-    "order_status": [
-        "Thanks for reaching out. Order {order} has shipped and is with the courier; you can follow it "
-        "with the tracking link in your confirmation email. Most parcels arrive within 3-5 working days.",
-        "I've checked your order {order}: it is packed and will leave our warehouse within 24 hours. "
-        "You'll get an email with the tracking number as soon as it ships.",
-    ],
-    "delivery_problem": [
-        "I'm sorry your {product} arrived like that. I've logged a claim for order {order}; a replacement "
-        "will ship today at no cost, and you don't need to send the damaged item back.",
-        "Sorry about that. Please reply with a photo of what you received and I'll send the correct "
-        "{product} right away, with a prepaid label for the wrong item.",
-    ],
-    "cancel_order": [
-        "Done: order {order} is cancelled before dispatch, and the full amount goes back to your original "
-        "payment method within 3-5 working days.",
-        "Order {order} has already shipped, so I can't cancel it, but you can refuse the delivery or return "
-        "it free within 30 days for a full refund.",
-    ],
-    "cancel_subscription": [
-        "I've turned off renewal for your {plan}. You keep access until the end of the current billing "
-        "period and won't be charged again.",
-        "Your {plan} is cancelled. A confirmation email is on its way, and no further payments will be taken.",
-    ],
-    "refund_request": [
-        "You can return the {product} within 30 days. I've emailed a prepaid return label for order "
-        "{order}; once it reaches us, the refund takes 3-5 working days.",
-        "Your return for order {order} has arrived and the refund of {amount} was issued today. It can take "
-        "up to 5 working days to appear on your statement.",
-    ],
-    "payment_issue": [
-        "I can see the duplicate charge of {amount} on order {order}. I've reversed it; the money will be back "
-        "on your {card} within 3-5 working days.",
-        "The failed attempt shows as a pending charge of {amount} that your bank will release automatically "
-        "within a few days. Please try checkout again or use a different {card}.",
-    ],
-    "change_address": [
-        "I've updated the delivery address for order {order} to your new address in {city}. The parcel "
-        "hasn't shipped yet, so it will go straight there.",
-        "Order {order} is already with the courier, so I've asked them to redirect it to {city}. You'll get "
-        "an updated tracking email shortly.",
-    ],
-    "account_access": [
-        "I've sent a new password reset link to the email on your account; it's valid for one hour. If it "
-        "doesn't arrive, please check your spam folder.",
-        "Your account was locked after several failed attempts. I've unlocked it, and I recommend resetting "
-        "your password and turning on two-factor authentication.",
-    ],
-    "product_question": [
-        "Good question. The {product} is in stock in every size and colour shown on its page, ships within "
-        "one working day and has a two-year warranty; the product page lists its exact measurements.",
-        "The {product} is out of stock right now; we expect new stock in about two weeks. Its product page "
-        "has the full specifications, and I can email you when it's back.",
-    ],
-    "speak_to_human": [
-        "Of course. I'm connecting you with a support agent now; the current wait is about 5 minutes. You can "
-        "also call us on weekdays from 9am to 6pm.",
-        "I've passed your request about order {order} to a team lead, who will call you back today.",
-    ],
-}
-
-SUMMARIES = {
-    "order_status": "The customer wants to know where their order is.",
-    "delivery_problem": "The customer received a damaged, wrong or incomplete delivery.",
-    "cancel_order": "The customer wants to cancel an order.",
-    "cancel_subscription": "The customer wants to cancel a subscription.",
-    "refund_request": "The customer wants to return an item and get a refund.",
-    "payment_issue": "The customer has a problem with a payment or charge.",
-    "change_address": "The customer wants to change a delivery address.",
-    "account_access": "The customer cannot access their account.",
-    "product_question": "The customer has a question about a product.",
-    "speak_to_human": "The customer wants to talk to a human agent.",
-}
-
-INSTRUCTIONS = {
-    "reply": [
-        "Reply to this customer message as a friendly support agent.",
-        "Write a short, helpful reply to the customer.",
-        "You are a customer support agent. Answer the message below.",
-    ],
-    "summarize": [
-        "Summarize the customer's request in one sentence.",
-        "In one sentence, what does this customer want?",
-    ],
-    "classify": [
-        "Which support intent does this message belong to? Answer with the intent name.",
-        "Label the customer message with one intent: " + ", ".join(INTENTS) + ".",
     ],
 }
