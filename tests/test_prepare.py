@@ -114,4 +114,5 @@ def test_shipped_instruction_config_prepares_with_builtin_tiny_llama(tmp_path, r
     assert code == 0, err
     report = json.loads((tmp_path / "run" / "data_report.json").read_text())
     assert report["splits"]["train"]["dropped_no_target"] == 0
-    assert sum(report["splits"][s]["rows"] for s in report["splits"]) == 320
+    # 320 training replies, and the 50 of the separate test file
+    assert sum(report["splits"][s]["rows"] for s in report["splits"]) == 370

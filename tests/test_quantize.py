@@ -349,6 +349,33 @@ def test_gptq_on_a_tiny_llama_run(tmp_path, tiny_llama, run_cli):
     assert (lora_run / "adapter" / "adapter_model.safetensors").exists()
 
 
+def test_compare_times_each_variant_with_the_settings_its_report_states(causal_run, monkeypatch):
+    """The measuring process reads only the run's config.yaml: quantize.timing_* given to --compare must
+    reach it (they did not, so a compare with timing_repeats=1 still ran 2 + 10 calls per batch size)."""
+    import subprocess
+
+    from tunelab import measure, quantize_compare
+    from tunelab.quantize import with_overrides
+
+    calls = []
+    real_generate = measure.generate
+    monkeypatch.setattr(measure, "generate", lambda *a, **k: calls.append(a) or real_generate(*a, **k))
+
+    def in_process(command, **kwargs):  # [python, -m, tunelab.measure, RUN, VARIANT, ...], run here
+        measure.main(command[3:])
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(quantize_compare.subprocess, "run", in_process)
+    cfg = with_overrides(causal_run.cfg, ["quantize.timing_repeats=1", "quantize.timing_warmup=0"])
+    threads = torch.get_num_threads()
+    try:
+        row = quantize_compare.measure_in_child(causal_run.run_dir, "adapter", "test", 2, 1, timing=cfg.quantize)
+    finally:
+        torch.set_num_threads(threads)
+    assert "error" not in row and row["latency_ms"]["8"] > 0
+    assert len(calls) == 1 + len(measure.BATCH_SIZES)  # the compared completions, then one timed call per size
+
+
 def test_tradeoffs_name_the_fastest_smallest_and_slower_copies():
     from tunelab.quantize_compare import tradeoffs
 
@@ -364,6 +391,27 @@ def test_tradeoffs_name_the_fastest_smallest_and_slower_copies():
     assert lines[1].startswith("smallest: nf4") and lines[2].startswith("closest to fp32: nf4")
     assert lines[3] == "slower than fp32 on this machine: nf4 (they save memory, not time, here)"
     assert tradeoffs({"reference": "merged", "rows": [row("merged", 90, 40)]}) == []
+
+
+def test_a_dynamic_int8_copy_that_lost_much_quality_comes_with_the_setting_that_cures_it():
+    from tunelab.quantize_compare import notes, quality_warnings, summary_text
+
+    def report(metric, fp32, dynamic):
+        rows = [{"variant": v, "metric": metric, "metric_value": value, "latency_ms": {"1": 1.0, "8": 2.0},
+                 "block_weights_mb": 1.0, "disk_mb": 1.0, "weights_mb": 1.0, "peak_rss_mb": 1.0, "throughput": 1.0,
+                 "throughput_unit": "x/s"} for v, value in (("merged", fp32), ("dynamic-int8", dynamic))]
+        return {"run": "runs/r", "reference": "merged", "rows": rows, "task": "causal_lm", "split": "test",
+                "machine": "cpu", "threads": 1, "timing": {"repeats": 1, "warmup": 0}}
+
+    # SmolLM2-135M: perplexity 21 -> 65, because mlp.down_proj's inputs carry outliers.
+    lost = report("perplexity", 21.2, 65.0)
+    [warning] = quality_warnings(lost)
+    assert "perplexity 65 vs 21.2" in warning
+    assert ("tunelab quantize runs/r --method dynamic-int8 --compare "
+            "\"quantize.keep_full_precision=['mlp\\.down_proj']\"") in warning
+    assert summary_text(lost).endswith(warning) and notes(lost)[-1] == warning
+    assert quality_warnings(report("perplexity", 21.2, 26.0)) == []
+    assert quality_warnings(report("accuracy", 0.95, 0.90)) and quality_warnings(report("accuracy", 0.95, 0.94)) == []
 
 
 def test_installed_drops_methods_whose_library_is_missing_and_says_so(monkeypatch):

@@ -4,8 +4,10 @@
 
 Run once per variant by ``tunelab quantize --compare``, so each peak RSS belongs to one model.
 Latency is the median of ``quantize.timing_repeats`` timed calls after ``quantize.timing_warmup``
-untimed ones: classification scores a batch of test texts; a causal LM generates
-``TIMED_NEW_TOKENS`` tokens greedily for a batch of test prompts.
+untimed ones (the run's settings, or ``--timing-repeats`` / ``--timing-warmup``: the parent passes
+the overrides it was given, since this process reads only the run's config): classification scores
+a batch of test texts; a causal LM generates ``TIMED_NEW_TOKENS`` tokens greedily for a batch of
+test prompts.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ GENERATED_EXAMPLES = 32   # prompts whose greedy completions are compared token 
 
 
 def measure(run_dir: str | Path, variant: str | None, split: str, max_examples: int | None = None,
-            threads: int | None = None, trust_remote_code: bool = False) -> dict:
+            threads: int | None = None, trust_remote_code: bool = False, timing_repeats: int | None = None,
+            timing_warmup: int | None = None) -> dict:
+    """One variant's numbers; ``timing_repeats`` / ``timing_warmup`` replace the run's ``quantize.*`` ones."""
     from tunelab import threads as thread_choice
     from tunelab.evaluate import read_split
     from tunelab.modeling import peak_rss_mb
@@ -37,6 +41,8 @@ def measure(run_dir: str | Path, variant: str | None, split: str, max_examples: 
     start = time.perf_counter()
     loaded = load_run(run_dir, variant, trust_remote_code=trust_remote_code)
     load_seconds = time.perf_counter() - start
+    timing = {"timing_repeats": timing_repeats, "timing_warmup": timing_warmup}
+    loaded.cfg.quantize = loaded.cfg.quantize.model_copy(update={k: v for k, v in timing.items() if v is not None})
     thread_choice.apply(threads or loaded.cfg.train.threads)
     examples = read_split(loaded.run_dir, split)[: max_examples or loaded.cfg.eval.max_examples or None]
     if not examples:
@@ -153,9 +159,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="JSON file for the result")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: train.threads, or measured)")
     parser.add_argument("--trust-remote-code", action="store_true", help="load a run that runs its model's own code")
+    parser.add_argument("--timing-repeats", type=int, default=None,
+                        help="timed calls per latency (default: the run's quantize.timing_repeats)")
+    parser.add_argument("--timing-warmup", type=int, default=None,
+                        help="untimed calls before them (default: the run's quantize.timing_warmup)")
     args = parser.parse_args(argv)
     variant = None if args.variant in ("adapter", "model") else args.variant
-    result = measure(args.run, variant, args.split, args.max_examples, args.threads, args.trust_remote_code)
+    result = measure(args.run, variant, args.split, args.max_examples, args.threads, args.trust_remote_code,
+                     args.timing_repeats, args.timing_warmup)
     write_json(Path(args.out), {**result, "variant": args.variant})
 
 

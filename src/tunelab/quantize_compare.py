@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from tunelab import threads as thread_choice
-from tunelab.config.schema import TunelabConfig
+from tunelab.config.schema import QuantizeSection, TunelabConfig
 from tunelab.modeling import cpu_description
 from tunelab.runs import read_json, versions, write_json
 from tunelab.tables import markdown_table, text_table
@@ -44,7 +44,7 @@ def compare(run_dir: Path, cfg: TunelabConfig, methods: list[str], split: str | 
     rows = []
     for i, variant in enumerate(variants, start=1):
         echo(f"measuring {variant} ({i}/{len(variants)})")
-        row = measure_in_child(run_dir, variant, split, max_examples, threads, trust_remote_code)
+        row = measure_in_child(run_dir, variant, split, max_examples, threads, trust_remote_code, cfg.quantize)
         folder = variant_folder(run_dir, None if variant in ("model", "adapter") else variant)
         row["disk_mb"] = round(folder_bytes(folder) / 2**20, 2)
         rows.append(row)
@@ -65,12 +65,18 @@ def compare(run_dir: Path, cfg: TunelabConfig, methods: list[str], split: str | 
 
 
 def measure_in_child(run_dir: Path, variant: str, split: str, max_examples: int | None, threads: int,
-                     trust_remote_code: bool = False) -> dict:
-    """Run ``tunelab.measure`` in a fresh process; a failure becomes a row that says why."""
+                     trust_remote_code: bool = False, timing: QuantizeSection | None = None) -> dict:
+    """Run ``tunelab.measure`` in a fresh process; a failure becomes a row that says why.
+
+    ``timing``: the ``quantize`` settings in force here, overrides included; the child reads only
+    the run's config.yaml, so their timing settings are passed on explicitly.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         command = [sys.executable, "-m", "tunelab.measure", str(run_dir), variant, "--split", split, "--out", str(out),
                    "--threads", str(threads)]
+        if timing is not None:
+            command += ["--timing-repeats", str(timing.timing_repeats), "--timing-warmup", str(timing.timing_warmup)]
         if max_examples:
             command += ["--max-examples", str(max_examples)]
         if trust_remote_code:
@@ -124,7 +130,7 @@ def table_cells(row: dict) -> list:
 
 
 def summary_text(report: dict) -> str:
-    return text_table(COLUMNS, [table_cells(r) for r in report["rows"]])
+    return "\n".join([text_table(COLUMNS, [table_cells(r) for r in report["rows"]]), *quality_warnings(report)])
 
 
 def markdown_report(report: dict) -> str:
@@ -147,7 +153,35 @@ def notes(report: dict) -> list[str]:
         paragraphs.append(f"The adapter as trained (on its training-time base) vs the merged fp32 model: agreement "
                      f"{adapter['agreement']:.4f}, output distance {adapter['output_distance']:.4g}, metric change "
                      f"{adapter['metric_change']:+.4f}.")
-    return paragraphs
+    return paragraphs + quality_warnings(report)
+
+
+# dynamic-int8 quantizes each layer's input per tensor as it runs, so a layer whose inputs carry a few
+# huge outlier features rounds all the others to zero: in SmolLM2-135M the inputs of mlp.down_proj reach
+# |x| ~3000 where most are below 1, and test perplexity went 21 -> 65 (26.7 with those layers kept fp32).
+WORSE_PERPLEXITY_RATIO = 1.25   # perplexity above 1.25x fp32's
+WORSE_ACCURACY_POINTS = 0.02    # accuracy more than 2 points below fp32's
+# quantize.keep_full_precision patterns for the layers with such inputs.
+KEEP_LLAMA, KEEP_BERT = r"mlp\.down_proj", r"layer\.\d+\.output\.dense"
+
+
+def quality_warnings(report: dict) -> list[str]:
+    """A line of advice when dynamic-int8 lost much of fp32's quality (its activation outliers have a cure)."""
+    rows = {r["variant"]: r for r in report["rows"] if "error" not in r}
+    ref, row = rows.get(report["reference"]), rows.get("dynamic-int8")
+    if ref is None or row is None:
+        return []
+    if row["metric"] == "perplexity":
+        worse = row["metric_value"] > WORSE_PERPLEXITY_RATIO * ref["metric_value"]
+    else:
+        worse = row["metric_value"] < ref["metric_value"] - WORSE_ACCURACY_POINTS
+    if not worse:
+        return []
+    return [f"warning: dynamic-int8 lost much of fp32's quality ({row['metric']} {row['metric_value']:.4g} vs "
+            f"{ref['metric_value']:.4g}): it quantizes each layer's input per tensor at run time, and layers whose "
+            "inputs carry outlier features lose the most. Keep them in fp32 and measure again: tunelab quantize "
+            f"{report['run']} --method dynamic-int8 --compare \"quantize.keep_full_precision=['{KEEP_LLAMA}']\" "
+            f"(Llama-style models; BERT: '{KEEP_BERT}')"]
 
 
 def tradeoffs(report: dict) -> list[str]:
