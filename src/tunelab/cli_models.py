@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
 from tunelab.cli_args import Command
-
-
-def folder_mb(folder: Path) -> float:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
 
 
 def _list(args: argparse.Namespace) -> None:
     from tunelab.models import BUILTIN_MODELS, cache_dir
+    from tunelab.runs import folder_size_mb
 
     rows = []
     for name, entry in BUILTIN_MODELS.items():
         folder = entry.cached()
         rows.append((f"builtin:{name}", "yes" if folder else "no",
-                     f"{folder_mb(folder):.0f} MiB" if folder else "-", entry.license, entry.about))
+                     f"{folder_size_mb(folder):.0f} MiB" if folder else "-", entry.license, entry.about))
     widths = [max(len(row[i]) for row in rows + [("name", "cached", "size", "license")]) for i in range(4)]
     header = ("name", "cached", "size", "license", "what it is")
     for row in [header, *rows]:
@@ -34,10 +29,11 @@ def _fetch_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _fetch(args: argparse.Namespace) -> None:
     from tunelab.models import builtin
+    from tunelab.runs import folder_size_mb
 
     name = args.name if args.name.startswith("builtin:") else f"builtin:{args.name}"
     folder = builtin(name).locate()
-    print(f"{name} is ready ({folder_mb(folder):.0f} MiB); use model.name={name} or this folder:")
+    print(f"{name} is ready ({folder_size_mb(folder):.0f} MiB); use model.name={name} or this folder:")
     print(folder)
 
 

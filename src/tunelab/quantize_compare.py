@@ -23,7 +23,7 @@ from typing import Callable
 from tunelab import threads as thread_choice
 from tunelab.config.schema import QuantizeSection, TunelabConfig
 from tunelab.modeling import cpu_description
-from tunelab.runs import read_json, versions, write_json
+from tunelab.runs import folder_size_mb, read_json, versions, write_json
 from tunelab.tables import markdown_table, text_table
 
 COLUMNS = ["variant", "disk MiB", "weights MiB", "blocks MiB", "blocks x fp32", "peak RSS MiB",
@@ -46,7 +46,7 @@ def compare(run_dir: Path, cfg: TunelabConfig, methods: list[str], split: str | 
         echo(f"measuring {variant} ({i}/{len(variants)})")
         row = measure_in_child(run_dir, variant, split, max_examples, threads, trust_remote_code, cfg.quantize)
         folder = variant_folder(run_dir, None if variant in ("model", "adapter") else variant)
-        row["disk_mb"] = round(folder_bytes(folder) / 2**20, 2)
+        row["disk_mb"] = round(folder_size_mb(folder), 2)
         rows.append(row)
     ref = rows[0]
     for row in rows:
@@ -113,10 +113,6 @@ def token_agreement(reference: list[list[int]], other: list[list[int]]) -> float
     total = sum(max(len(a), len(b)) for a, b in zip(reference, other))
     same = sum(x == y for a, b in zip(reference, other) for x, y in zip(a, b))
     return same / total if total else 1.0
-
-
-def folder_bytes(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.exists() else 0
 
 
 def table_cells(row: dict) -> list:

@@ -107,6 +107,11 @@ def _umask() -> int:
     return mask
 
 
+def folder_size_mb(folder: Path) -> float:
+    """MiB of every file under ``folder`` (0 when it does not exist)."""
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
+
+
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 

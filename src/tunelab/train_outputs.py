@@ -8,11 +8,7 @@ from pathlib import Path
 from tunelab.config.schema import TunelabConfig
 from tunelab.model_card import model_card
 from tunelab.models import public_name
-from tunelab.runs import read_json, run_labels, write_json
-
-
-def folder_size_mb(path: Path) -> float:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+from tunelab.runs import folder_size_mb, read_json, run_labels, write_json
 
 
 def count_parameters(model) -> tuple[int, int]:

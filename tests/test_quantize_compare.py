@@ -1,0 +1,70 @@
+"""`tunelab quantize --compare`: the settings its measuring process uses, and how its report reads."""
+
+from __future__ import annotations
+
+import torch
+
+
+def test_compare_times_each_variant_with_the_settings_its_report_states(causal_run, monkeypatch):
+    """The measuring process reads only the run's config.yaml: quantize.timing_* given to --compare must
+    reach it (they did not, so a compare with timing_repeats=1 still ran 2 + 10 calls per batch size)."""
+    import subprocess
+
+    from tunelab import measure, quantize_compare
+    from tunelab.quantize import with_overrides
+
+    calls = []
+    real_generate = measure.generate
+    monkeypatch.setattr(measure, "generate", lambda *a, **k: calls.append(a) or real_generate(*a, **k))
+
+    def in_process(command, **kwargs):  # [python, -m, tunelab.measure, RUN, VARIANT, ...], run here
+        measure.main(command[3:])
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(quantize_compare.subprocess, "run", in_process)
+    cfg = with_overrides(causal_run.cfg, ["quantize.timing_repeats=1", "quantize.timing_warmup=0"])
+    threads = torch.get_num_threads()
+    try:
+        row = quantize_compare.measure_in_child(causal_run.run_dir, "adapter", "test", 2, 1, timing=cfg.quantize)
+    finally:
+        torch.set_num_threads(threads)
+    assert "error" not in row and row["latency_ms"]["8"] > 0
+    assert len(calls) == 1 + len(measure.BATCH_SIZES)  # the compared completions, then one timed call per size
+
+
+def test_tradeoffs_name_the_fastest_smallest_and_slower_copies():
+    from tunelab.quantize_compare import tradeoffs
+
+    def row(variant, bs8, blocks_mb, agreement=1.0, change=0.0):
+        return {"variant": variant, "latency_ms": {"1": bs8 / 4, "8": bs8}, "block_weights_mb": blocks_mb,
+                "block_weights_ratio": blocks_mb / 40, "disk_mb": blocks_mb + 40, "metric": "accuracy",
+                "metric_change": change, "agreement": agreement, "output_distance": 1 - agreement}
+
+    report = {"reference": "merged", "rows": [row("merged", 90, 40), row("adapter", 117, 42), row("nf4", 120, 5, 1.0),
+                                              row("dynamic-int8", 60, 10, 0.975, -0.02)]}
+    lines = tradeoffs(report)
+    assert lines[0].startswith("fastest quantized copy at batch 8: dynamic-int8, 1.50x")
+    assert lines[1].startswith("smallest: nf4") and lines[2].startswith("closest to fp32: nf4")
+    assert lines[3] == "slower than fp32 on this machine: nf4 (they save memory, not time, here)"
+    assert tradeoffs({"reference": "merged", "rows": [row("merged", 90, 40)]}) == []
+
+
+def test_a_dynamic_int8_copy_that_lost_much_quality_comes_with_the_setting_that_cures_it():
+    from tunelab.quantize_compare import notes, quality_warnings, summary_text
+
+    def report(metric, fp32, dynamic):
+        rows = [{"variant": v, "metric": metric, "metric_value": value, "latency_ms": {"1": 1.0, "8": 2.0},
+                 "block_weights_mb": 1.0, "disk_mb": 1.0, "weights_mb": 1.0, "peak_rss_mb": 1.0, "throughput": 1.0,
+                 "throughput_unit": "x/s"} for v, value in (("merged", fp32), ("dynamic-int8", dynamic))]
+        return {"run": "runs/r", "reference": "merged", "rows": rows, "task": "causal_lm", "split": "test",
+                "machine": "cpu", "threads": 1, "timing": {"repeats": 1, "warmup": 0}}
+
+    # SmolLM2-135M: perplexity 21 -> 65, because mlp.down_proj's inputs carry outliers.
+    lost = report("perplexity", 21.2, 65.0)
+    [warning] = quality_warnings(lost)
+    assert "perplexity 65 vs 21.2" in warning
+    assert ("tunelab quantize runs/r --method dynamic-int8 --compare "
+            "\"quantize.keep_full_precision=['mlp\\.down_proj']\"") in warning
+    assert summary_text(lost).endswith(warning) and notes(lost)[-1] == warning
+    assert quality_warnings(report("perplexity", 21.2, 26.0)) == []
+    assert quality_warnings(report("accuracy", 0.95, 0.90)) and quality_warnings(report("accuracy", 0.95, 0.94)) == []
