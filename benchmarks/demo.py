@@ -45,7 +45,14 @@ def run_once(out: Path, task: str) -> dict:
         raise SystemExit(f"tunelab demo failed (exit code {done.returncode}):\n{done.stderr[-2000:]}")
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     return {"seconds": round(seconds, 1), "score": score, "base": summary["base"][score],
-            "tuned": summary["tuned"][score], "printed": done.stdout.strip().splitlines()[-40:]}
+            "tuned": summary["tuned"][score], "printed": printed_result(done.stdout)}
+
+
+def printed_result(stdout: str) -> list[str]:
+    """The demo's result as it printed it: from the metric table's heading to the end."""
+    lines = stdout.rstrip().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("metric ")), 0)
+    return [line.rstrip() for line in lines[start:] if not line.startswith("wrote ")]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,8 +7,9 @@ replies packed into sequences of exactly --lengths tokens, --steps optimizer ste
 its own process (peak RSS = VmHWM of that process, model loading included):
 - ``model-loss``: the model's own loss (full-vocabulary logits at every position);
 - ``labelled-loss``: tunelab's loss, projected only where labels are set (tunelab.causal_loss);
-- ``+checkpointing``: and train.gradient_checkpointing;
-- ``+return-memory``: and train.return_memory_to_os (glibc hands freed blocks back at once).
+- ``labelled+return-memory``: and train.return_memory_to_os (glibc hands freed blocks back at once);
+- ``labelled+checkpointing``: the labelled loss and train.gradient_checkpointing;
+- ``labelled+checkpointing+return-memory``: all three.
 Generation: greedy tokens/s of the base model through tunelab.inference.generate (KV cache, left
 padding, inference_mode) on the built-in test requests, at batch 1 and 8, median of --repeats.
 Prints tables; writes benchmarks/results/llm.json.
@@ -30,8 +31,9 @@ MODEL = "builtin:smollm2-135m"
 VARIANTS = {
     "model-loss": {"labelled_loss": False, "overrides": []},
     "labelled-loss": {"labelled_loss": True, "overrides": []},
-    "+checkpointing": {"labelled_loss": True, "overrides": ["train.gradient_checkpointing=true"]},
-    "+return-memory": {"labelled_loss": True,
+    "labelled+return-memory": {"labelled_loss": True, "overrides": ["train.return_memory_to_os=true"]},
+    "labelled+checkpointing": {"labelled_loss": True, "overrides": ["train.gradient_checkpointing=true"]},
+    "labelled+checkpointing+return-memory": {"labelled_loss": True,
                        "overrides": ["train.gradient_checkpointing=true", "train.return_memory_to_os=true"]},
 }
 TARGETS_MB = {256: 2048, 512: 3072}
@@ -117,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
             memory.append({"variant": name, "length": length, **result})
             print(f"{name} x{length}: peak {result['peak_rss_mb']:.0f} MiB, {result['seconds_per_step']:.1f} s/step",
                   flush=True)
-    result = {"machine": machine(), "model": MODEL, "batch_size": 8, "steps": args.steps, "memory": memory}
+    result = {"machine": machine(), "model": MODEL, "batch_size": 8, "steps": args.steps,
+              "new_tokens": args.new_tokens, "memory": memory}
     result["verdicts"] = [
         {"target": f"peak RSS, LoRA batch 8 x {length}", "goal": f"<= {TARGETS_MB[length] / 1024:g} GB",
          "measured": f"{best['peak_rss_mb'] / 1024:.2f} GB ({best['variant']})",

@@ -1,11 +1,12 @@
 """Run every performance benchmark, then write benchmarks/RESULTS.md and the README's results table.
 
-    python benchmarks/run_all.py [--only train_throughput,levers,memory,inference,serve_load,demo] [--render-only] [--quick]
+    python benchmarks/run_all.py [--only train_throughput,levers,...] [--render-only] [--quick]
 
 Each benchmark runs in its own process and writes its JSON to benchmarks/results/; RESULTS.md is
 rendered from those files alone (machine, date, medians, ratios, and every target met or missed), so
 `--render-only` rebuilds it without measuring anything. The README's table between the
-`<!-- measured:performance -->` markers is refilled the same way.
+`<!-- measured:performance -->` markers is refilled the same way, and so is the causal demo's printed
+result between `<!-- measured:demo-causal-lm -->` markers.
 """
 
 from __future__ import annotations
@@ -20,22 +21,29 @@ from common import QUIET_ENV, RESULTS, ROOT, WORK
 
 from tunelab.tables import markdown_table, replace_marked
 
-ORDER = ("train_throughput", "levers", "memory", "inference", "serve_load", "demo")
+ORDER = ("train_throughput", "levers", "memory", "inference", "serve_load", "demo", "demo-causal-lm", "llm")
 SERVE_RUN = WORK / "minilm-intents"  # trained by inference.py
 
 
+def command(name: str, quick: bool) -> list[str]:
+    """The script and arguments that write ``results/<name>.json``."""
+    return {"train_throughput": ["train_throughput.py"] + (["--quick"] if quick else []),
+            "levers": ["levers.py"] + (["--quick"] if quick else []),
+            "memory": ["memory.py"] + (["--steps", "3", "--models", "minilm"] if quick else []),
+            "inference": ["inference.py"] + (["--skip-gptq"] if quick else []),
+            "serve_load": ["serve_load.py", str(SERVE_RUN)] + (["--requests", "64"] if quick else []),
+            "demo": ["demo.py"],
+            "demo-causal-lm": ["demo.py", "--task", "causal_lm"],
+            "llm": ["llm.py"] + (["--lengths", "256", "--steps", "1", "--repeats", "1"] if quick else [])}[name]
+
+
 def run(name: str, quick: bool) -> None:
-    script = ROOT / "benchmarks" / f"{name}.py"
-    extra = {"train_throughput": ["--quick"] if quick else [],
-             "levers": ["--quick"] if quick else [],
-             "memory": ["--steps", "3", "--models", "minilm"] if quick else [],
-             "inference": ["--skip-gptq"] if quick else [],
-             "serve_load": [str(SERVE_RUN)] + (["--requests", "64"] if quick else []),
-             "demo": []}[name]
+    script, *extra = command(name, quick)
     print(f"== {name} {' '.join(extra)}", flush=True)
-    done = subprocess.run([sys.executable, str(script), *extra], env={**os.environ, **QUIET_ENV})
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *extra],
+                          env={**os.environ, **QUIET_ENV})
     if done.returncode != 0:
-        raise SystemExit(f"{name}.py failed (exit code {done.returncode})")
+        raise SystemExit(f"{script} failed (exit code {done.returncode})")
 
 
 def load(name: str) -> dict | None:
@@ -109,11 +117,43 @@ def serve_section(data: dict) -> str:
 
 
 def demo_section(data: dict) -> str:
+    task = data.get("task", "classification")
+    if task == "classification":
+        what, score = "models already cached", "accuracy"
+    else:
+        what, score = "an empty model cache: the download of SmolLM2 and its conversion included", "rougeL"
     rows = [[i + 1, r["seconds"], r.get("base", r.get("base_accuracy")), r.get("tuned", r.get("tuned_accuracy"))]
             for i, r in enumerate(data["runs"])]
-    return ("`tunelab demo` in a fresh process (models already cached), as the README runs it.\n\n"
-            + markdown_table(["run", "seconds", "base (probe) accuracy", "tuned accuracy"], rows)
+    return (f"`tunelab demo --task {task}` in a fresh process ({what}), as the README runs it.\n\n"
+            + markdown_table(["run", "seconds", f"base {score}", f"tuned {score}"], rows)
             + f"\n\nMedian: **{data['median_seconds']:g} s**.")
+
+
+def demo_printed(data: dict | None) -> str | None:
+    """The README's quote of the causal demo: what it printed, in a code block."""
+    if not data or not data["runs"][-1].get("printed"):
+        return None
+    run = data["runs"][-1]
+    return ("```\n" + "\n".join(run["printed"]) + "\n```\n\n"
+            f"_Printed {data['machine']['date']} on {data['machine']['cpu']} ({data['machine']['cores']} cores), "
+            f"{run['seconds'] / 60:.1f} min in all, the download and conversion of SmolLM2 included "
+            f"(`python benchmarks/demo.py --task causal_lm`)._")
+
+
+def llm_section(data: dict) -> str:
+    baseline = {m["length"]: m["peak_rss_mb"] for m in data["memory"] if m["variant"] == "model-loss"}
+    rows = [[m["variant"], m["length"], round(m["peak_rss_mb"]), f"{m['peak_rss_mb'] / baseline[m['length']]:.2f}x"
+             if m["length"] in baseline else "", round(m["seconds_per_step"], 1), m["final_train_loss"]]
+            for m in data["memory"]]
+    parts = [f"LoRA on {data['model']} at batch {data['batch_size']}, packed sequences of exactly the given "
+             f"length, {data['steps']} optimizer steps per process; peak RSS includes loading the model.\n",
+             markdown_table(["variant", "length", "peak RSS MiB", "vs model-loss", "s/step", "train loss"], rows)]
+    if "generation" in data:
+        rates = data["generation"]["tokens_per_second"]
+        parts += ["\nGreedy generation of the base model (KV cache, left padding, `inference_mode`), "
+                  f"{data.get('new_tokens', 64)} new tokens per request:\n",
+                  markdown_table(["batch", "generated tokens/s"], [[b, r] for b, r in rates.items()])]
+    return "\n".join(parts)
 
 
 def quantization_readme_table(data: dict | None) -> str | None:
@@ -150,7 +190,9 @@ def render(results: dict) -> str:
                 "levers": ("Each lever on its own (`levers.py`)", levers_section),
                 "memory": ("Training memory (`memory.py`)", memory_section),
                 "serve_load": ("Serving under load (`serve_load.py`)", serve_section),
-                "demo": ("The README's demo, timed (`demo.py`)", demo_section)}
+                "demo": ("The README's demo, timed (`demo.py`)", demo_section),
+                "demo-causal-lm": ("The README's causal demo, timed (`demo.py --task causal_lm`)", demo_section),
+                "llm": ("A real LLM on the CPU: LoRA memory and generation speed (`llm.py`)", llm_section)}
     for name in ORDER:
         if name == "inference" and (RESULTS / "inference.md").exists():
             parts += ["## Inference: fp32 vs quantized (`inference.py`)", "", measured_when(results.get(name)),
@@ -175,11 +217,12 @@ def main(argv: list[str] | None = None) -> None:
     readme = ROOT / "README.md"
     table = markdown_table(["target", "goal", "measured", "result"], verdict_rows(results))
     text = replace_marked(readme.read_text(encoding="utf-8"), "measured:performance", table)
-    quantization = quantization_readme_table(results["inference"])
-    if quantization:
-        text = replace_marked(text, "measured:quantization", quantization)
+    for marker, body in (("measured:quantization", quantization_readme_table(results["inference"])),
+                         ("measured:demo-causal-lm", demo_printed(results["demo-causal-lm"]))):
+        if body:
+            text = replace_marked(text, marker, body)
     readme.write_text(text, encoding="utf-8")
-    print(f"wrote {ROOT / 'benchmarks' / 'RESULTS.md'} and the README's performance table")
+    print(f"wrote {ROOT / 'benchmarks' / 'RESULTS.md'} and the README's measured sections")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunelab.demo import DEMOS, demo_config
+from tunelab.demo import DEMOS, demo_config, summary_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,3 +44,16 @@ def test_causal_demo_writes_the_summary_and_shows_generations(tmp_path, run_cli)
     assert summary["test_examples"] == 6 and len(summary["examples"]) == 3
     assert all(set(e) == {"input", "reference", "base_output", "tuned_output"} for e in summary["examples"])
     assert "example 3" in out and "tuned:" in out and "perplexity" in out
+
+
+def test_printed_generations_keep_their_later_lines_under_the_first():
+    scores = {"rougeL": 0.5}
+    summary = {"task": "causal_lm", "delta": scores, "delta_ci95": {"rougeL": [0.1, 0.2]}, "base": scores,
+               "tuned": scores, "test_examples": 1, "trainable_params": 1, "total_params": 10,
+               "trainable_percent": 10.0, "train_seconds": 1, "peak_rss_mb": 1, "artifact_size_mb": 1,
+               "examples": [{"input": "Reply as Sam.\n\nWhere is my parcel?", "reference": "r",
+                             "base_output": "b\n", "tuned_output": "t"}]}
+    lines = summary_table(summary).splitlines()
+    start = lines.index("  request:   Reply as Sam.")
+    assert lines[start + 1:start + 4] == ["", " " * 13 + "Where is my parcel?", "  reference: r"]
+    assert "  base:      b" in lines

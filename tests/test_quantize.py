@@ -12,7 +12,7 @@ from conftest import train_config
 from test_report import Collector
 from tunelab import dynamic_int8, train
 from tunelab.config import load_config
-from tunelab.errors import RunFolderError, TunelabError
+from tunelab.errors import ConfigError, RunFolderError, TunelabError
 from tunelab.measure import weights_memory
 from tunelab.modeling import Device
 from tunelab.quantize_compare import token_agreement
@@ -181,7 +181,7 @@ def test_gptq_refuses_gpt2_and_bad_group_sizes_before_starting(tmp_path, tiny_ll
         check_gptq_model(cfg, tiny_llama, 128)  # widths 64 and 192
     with pytest.raises(TunelabError, match="cannot run on a CPU with 4-bit GPTQ"):
         check_gptq_model(cfg, tiny_llama, 16)  # divides, but the CPU int4 kernel takes 32..256
-    assert check_gptq_model(cfg, tiny_llama, 32) == "model.layers"
+    assert check_gptq_model(cfg, tiny_llama, 32) == ("model.layers", 32)
 
 
 def test_gptq_suggests_a_group_size_that_divides_every_width_and_runs_on_a_cpu(tmp_path, tiny_llama):
@@ -192,7 +192,21 @@ def test_gptq_suggests_a_group_size_that_divides_every_width_and_runs_on_a_cpu(t
         check_gptq_model(cfg, tiny_llama, 128)
     with pytest.raises(TunelabError, match=r"use 64 or -1 \(one group per row\)$"):
         check_gptq_model(cfg, tiny_llama, 128, bits=8)
-    assert check_gptq_model(cfg, tiny_llama, 64) == "model.layers"
+    assert check_gptq_model(cfg, tiny_llama, 64) == ("model.layers", 64)
+
+
+def test_gptq_group_size_auto_takes_the_largest_that_fits(tmp_path, tiny_llama):
+    from tunelab.quantizers import _auto_group_size
+
+    cfg = load_config(train_config(tmp_path, tiny_llama, task="causal_lm"))
+    assert cfg.quantize.group_size == "auto"
+    assert check_gptq_model(cfg, tiny_llama, "auto") == ("model.layers", 64)  # widths 64 and 192
+    assert _auto_group_size({4096, 11008}, 4) == 128 and _auto_group_size({576, 1536}, 4) == 64
+    assert _auto_group_size({96}, 4) == 32 and _auto_group_size({100}, 8) == -1
+    with pytest.raises(TunelabError, match=r"auto found no group size for the layer widths \[100\]"):
+        _auto_group_size({100}, 4)
+    with pytest.raises(ConfigError, match="group_size"):
+        load_config(train_config(tmp_path, tiny_llama, task="causal_lm"), ["quantize.group_size=-2"])
 
 
 def test_gptq_worker_pool_is_sized_for_small_machines(monkeypatch):

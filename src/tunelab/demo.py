@@ -132,5 +132,11 @@ def summary_table(summary: dict) -> str:
         lines.append(f"\nexample {number}")
         for key, heading in (("input", "request"), ("reference", "reference"), ("base_output", "base"),
                              ("tuned_output", "tuned")):
-            lines.append(f"  {heading + ':':<11}{example[key]}")
+            lines.append(f"  {heading + ':':<11}{_hanging(example[key], 13)}")
     return "\n".join(lines)
+
+
+def _hanging(text: str, indent: int) -> str:
+    """Multi-line text with its later lines indented under the first (blank lines kept blank)."""
+    return "\n".join(line if i == 0 or not line.strip() else " " * indent + line
+                     for i, line in enumerate(text.strip().splitlines()))

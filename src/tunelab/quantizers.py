@@ -85,8 +85,8 @@ def _gptq(job: Job) -> nn.Module:
     from transformers import AutoTokenizer, GPTQConfig
 
     q = job.cfg.quantize
-    block = check_gptq_model(job.cfg, job.source, q.group_size, q.bits)
-    config = GPTQConfig(bits=q.bits, group_size=q.group_size, dataset=job.calibration_texts(),
+    block, group_size = check_gptq_model(job.cfg, job.source, q.group_size, q.bits)
+    config = GPTQConfig(bits=q.bits, group_size=group_size, dataset=job.calibration_texts(),
                         tokenizer=AutoTokenizer.from_pretrained(job.tokenizer_dir), block_name_to_quantize=block)
     logging.getLogger("optimum").setLevel(logging.WARNING)  # one INFO line per layer otherwise
     try:
@@ -104,13 +104,19 @@ def _gptq(job: Job) -> nn.Module:
 CPU_INT4_GROUP_SIZES = (32, 64, 128, 256)
 
 
-def check_gptq_model(cfg: TunelabConfig, source: Path, group_size: int, bits: int = 4) -> str:
-    """Refuse settings and models GPTQ cannot round-trip before spending minutes; return the blocks' path.
+# What quantize.group_size=auto picks from, in order: the usual 128, then smaller groups (more scales, closer fit).
+AUTO_GROUP_SIZES = (128, 64, 32)
+
+
+def check_gptq_model(cfg: TunelabConfig, source: Path, group_size: int | str,
+                     bits: int = 4) -> tuple[str, int]:
+    """Refuse settings and models GPTQ cannot round-trip before spending minutes; return the blocks' path
+    and the group size (``auto`` resolved against the layer widths).
 
     The quantized model must also run on a CPU (where --compare measures it), so 4-bit needs a
     group size the CPU kernel supports.
     """
-    if bits == 4 and group_size not in CPU_INT4_GROUP_SIZES:
+    if group_size != "auto" and bits == 4 and group_size not in CPU_INT4_GROUP_SIZES:
         raise TunelabError(f"quantize.group_size: {group_size} cannot run on a CPU with 4-bit GPTQ (its kernel takes "
                            f"{', '.join(map(str, CPU_INT4_GROUP_SIZES))}); use one of those")
     import torch
@@ -126,10 +132,22 @@ def check_gptq_model(cfg: TunelabConfig, source: Path, group_size: int, bits: in
                            "quantizes them but transformers cannot reload the result. Use int8, nf4 or dynamic-int8")
     layers = transformer_layers(skeleton)
     widths = {m.in_features for m in layers.modules() if isinstance(m, nn.Linear)}
-    if group_size > 0 and any(w % group_size for w in widths):
+    if group_size == "auto":
+        group_size = _auto_group_size(widths, bits)
+    elif group_size > 0 and any(w % group_size for w in widths):
         raise TunelabError(f"quantize.group_size: {group_size} does not divide the layer widths "
                            f"{sorted(widths)}; {_group_size_advice(widths, bits)}")
-    return next(name for name, m in skeleton.named_modules() if m is layers)
+    return next(name for name, m in skeleton.named_modules() if m is layers), group_size
+
+
+def _auto_group_size(widths: set[int], bits: int) -> int:
+    fitting = [size for size in AUTO_GROUP_SIZES if all(w % size == 0 for w in widths)]
+    if fitting:
+        return fitting[0]
+    if bits != 4:
+        return -1
+    raise TunelabError(f"quantize.group_size: auto found no group size for the layer widths {sorted(widths)}; "
+                       f"{_group_size_advice(widths, bits)}")
 
 
 def _group_size_advice(widths: set[int], bits: int) -> str:

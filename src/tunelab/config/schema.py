@@ -137,9 +137,10 @@ class QuantizeSection(Section):
     """Training rows (a seeded sample) that calibrate GPTQ."""
     bits: Literal[2, 3, 4, 8] = 4
     """Bits per weight for GPTQ (the CPU kernel is fastest at 4)."""
-    group_size: int = Field(128, ge=-1)
+    group_size: int | Literal["auto"] = "auto"
     """GPTQ group size: weights sharing one scale. Must divide the layer widths; 4-bit on a CPU takes 32, 64, 128
-    or 256 (-1, one group per row, only for other bit widths)."""
+    or 256 (-1, one group per row, only for other bit widths). `auto`: the largest of 128, 64 and 32 that
+    divides every width (128 for most models, 64 for SmolLM2's 576 and 1536)."""
     per_channel: bool = True
     """dynamic-int8: one scale per output channel (more accurate) instead of one per layer."""
     keep_full_precision: list[str] = []
@@ -164,7 +165,10 @@ class QuantizeSection(Section):
 
     @field_validator("group_size")
     @classmethod
-    def _group_size(cls, value: int) -> int:
+    def _group_size(cls, value: int | str) -> int | str:
+        if value != "auto" and value < -1:
+            raise ValueError(f"group_size {value} is invalid; use auto, -1 (per row) or a positive divisor of the "
+                             "layer widths")
         if value == 0:
             raise ValueError("group_size 0 is invalid; use -1 (per row) or a positive divisor of the layer widths")
         return value
