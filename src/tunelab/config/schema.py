@@ -202,8 +202,8 @@ class TrainSection(Section):
     """Recompute activations in the backward pass: less memory, about 30% more time."""
     return_memory_to_os: bool = False
     """Linux: hand freed tensor memory back to the system at once (glibc's mmap threshold set to 1 MiB)
-    instead of keeping it for reuse. The peak resident memory of LoRA on SmolLM2 at batch 8 x 256 about
-    halves; steps take about 1.5x as long (docs/real-model.md)."""
+    instead of keeping it for reuse. With gradient checkpointing, LoRA on SmolLM2 at batch 8 x 256 peaked at
+    half the resident memory (3.4 -> 1.7 GiB) and steps took 1.7x as long (docs/real-model.md)."""
     group_by_length: bool = True
     """Batch examples of similar length together (in shuffled groups, so batches still vary) to cut
     padding: several times fewer tokens per step on data of mixed lengths."""
