@@ -33,8 +33,8 @@ VARIANTS = {
     "labelled-loss": {"labelled_loss": True, "overrides": []},
     "labelled+return-memory": {"labelled_loss": True, "overrides": ["train.return_memory_to_os=true"]},
     "labelled+checkpointing": {"labelled_loss": True, "overrides": ["train.gradient_checkpointing=true"]},
-    "labelled+checkpointing+return-memory": {"labelled_loss": True,
-                       "overrides": ["train.gradient_checkpointing=true", "train.return_memory_to_os=true"]},
+    "labelled+checkpointing+return-memory": {
+        "labelled_loss": True, "overrides": ["train.gradient_checkpointing=true", "train.return_memory_to_os=true"]},
 }
 TARGETS_GB = {256: 2, 512: 3}  # decimal GB; peak RSS is measured in MiB
 MIB_PER_GB = 1e9 / 2**20
