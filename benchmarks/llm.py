@@ -60,14 +60,13 @@ def memory_worker(spec: dict) -> dict:
 
 
 def generation_worker(spec: dict) -> dict:
-    import json
-
     from tunelab.data.builtin import BUILTIN_DATA_DIR
     from tunelab.data.tokenize import to_messages
     from tunelab.inference import LoadedRun, generate
     from tunelab.modeling import load_base_model
     from tunelab.config.load import from_dict
     from tunelab.models import load_tokenizer
+    from tunelab.runs import read_jsonl
 
     cfg = from_dict({"task": "causal_lm", "model": {"name": MODEL},
                      "data": {"train": "builtin:support_instructions/train.jsonl", "format": "instruction"}},
@@ -76,7 +75,7 @@ def generation_worker(spec: dict) -> dict:
     model = load_base_model(cfg, None, _cpu()).eval()
     loaded = LoadedRun(run_dir=Path(spec["dir"]), cfg=cfg, model=model, tokenizer=tokenizer, labels=None,
                        format="instruction")
-    rows = [json.loads(line) for line in (BUILTIN_DATA_DIR / "support_instructions" / "test.jsonl").open()]
+    rows = read_jsonl(BUILTIN_DATA_DIR / "support_instructions" / "test.jsonl")
     prompts = [to_messages(row)[:-1] for row in rows]
     result = {}
     for batch in spec["batches"]:

@@ -27,12 +27,13 @@ def test_macro_f1_and_per_class_of_a_known_confusion_matrix():
 
 
 def test_perplexity_of_a_uniform_distribution_is_the_vocabulary_size():
-    from tunelab.evaluate_causal import _nll
+    from tunelab.causal_loss import next_token_targets, summed_loss
 
     vocab = 50
     logits = torch.zeros(2, 6, vocab)                        # uniform over the vocabulary
     labels = torch.tensor([[-100, -100, 3, 4, 5, 6], [-100, 1, 2, 3, -100, -100]])
-    per_example = _nll(logits, labels)
+    rows = [next_token_targets(logits[i:i + 1], labels[i:i + 1]) for i in range(2)]
+    per_example = [(float(summed_loss(torch.nn.Identity(), h, t)), len(t)) for h, t in rows]
     assert [n for _, n in per_example] == [4, 3]              # first position is never predicted
     assert perplexity(per_example) == pytest.approx(vocab, rel=1e-5)
     assert mean_loss(per_example) == pytest.approx(math.log(vocab), rel=1e-6)
@@ -93,3 +94,18 @@ def test_per_example_statistics_give_the_metric_on_every_resample(name):
         idx = rng.integers(0, 30, 30)
         want = metric([outputs[i] for i in idx], [references[i] for i in idx])
         assert metric.combine(stats[idx].sum(0)) == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+def test_rouge_and_exact_match_have_the_values_worked_out_by_hand():
+    # Their scores are the combined per-example statistics, so they are checked against values known
+    # independently of that code: identical texts score 1, disjoint ones 0, F-measure of 1 shared word
+    # of 2 and 3 words is 2 * (1/2 * 1/3) / (1/2 + 1/3) = 0.4.
+    from tunelab.metrics import GENERATION_METRICS
+
+    outputs = ["the cat sat", "a dog", "red car"]
+    references = ["the cat sat", "the cat", "red bike went"]
+    assert GENERATION_METRICS["rouge1"](outputs, references) == pytest.approx((1 + 0 + 0.4) / 3)
+    assert GENERATION_METRICS["rougeL"](outputs, references) == pytest.approx((1 + 0 + 0.4) / 3)
+    assert GENERATION_METRICS["rouge2"](outputs, references) == pytest.approx(1 / 3)
+    assert GENERATION_METRICS["exact_match"](["Hello  World", "x", "a b"], ["hello world", "y", "A B "]) == \
+        pytest.approx(2 / 3)

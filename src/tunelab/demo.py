@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from tunelab.config.load import from_dict
-from tunelab.runs import read_json, write_json
+from tunelab.runs import read_json, read_jsonl, write_json
 
 MEASURED = ("train_seconds", "train_samples_per_second", "trainable_params", "total_params", "trainable_percent",
             "peak_rss_mb", "artifact_size_mb")
@@ -101,19 +101,12 @@ def run(out: str | Path | None = None, overrides: list[str] = (), echo: Callable
         "run_dir": str(run_dir),
     }
     if demo.shown_examples:
-        summary["examples"] = read_predictions(Path(report["written_to"]))[:demo.shown_examples]
+        summary["examples"] = read_jsonl(Path(report["written_to"]) / "predictions.jsonl")[:demo.shown_examples]
     write_json(run_dir / "summary.json", summary)
     from tunelab import report as html_report
 
     html_report.run([str(run_dir)], str(run_dir / "report.html"))
     return summary
-
-
-def read_predictions(folder: Path) -> list[dict]:
-    import json
-
-    with open(folder / "predictions.jsonl", encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
 
 
 def summary_table(summary: dict) -> str:

@@ -96,15 +96,6 @@ def _batch_nll(model, records: list[dict]) -> list[tuple[float, int]]:
         return labelled_nll(model, ids, mask, labels)
 
 
-def _nll(logits: torch.Tensor, labels: torch.Tensor) -> list[tuple[float, int]]:
-    """Token t is predicted from positions < t: compare logits[:, :-1] with labels[:, 1:]."""
-    shifted, targets = logits[:, :-1], labels[:, 1:]
-    losses = torch.nn.functional.cross_entropy(shifted.transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
-                                               reduction="none")                    # (B, T-1)
-    counted = targets != IGNORE_INDEX
-    return [(float(losses[b][counted[b]].sum()), int(counted[b].sum())) for b in range(len(labels))]
-
-
 def _windowed_nll(model, input_ids: list[int], labels: list[int], window: int) -> tuple[float, int]:
     stride, total, count, scored_until = max(1, window // 2), 0.0, 0, 0
     for begin in range(0, len(input_ids), stride):
@@ -113,9 +104,9 @@ def _windowed_nll(model, input_ids: list[int], labels: list[int], window: int) -
         # Only score tokens no earlier window scored; the rest is context.
         keep_from = max(scored_until - begin, 1 if begin else 0)
         piece = [IGNORE_INDEX] * keep_from + piece[keep_from:]
+        ids = torch.tensor([input_ids[begin:end]])
         with torch.inference_mode():
-            logits = model(input_ids=torch.tensor([input_ids[begin:end]])).logits.float()
-        nll, n = _nll(logits, torch.tensor([piece]))[0]
+            nll, n = labelled_nll(model, ids, torch.ones_like(ids), torch.tensor([piece]))[0]
         total, count, scored_until = total + nll, count + n, end
         if end == len(input_ids):
             break

@@ -11,13 +11,12 @@ offline and can be attached to an email or a pull request.
 
 from __future__ import annotations
 
-import json
 from html import escape
 from pathlib import Path
 
 from tunelab.errors import TunelabError
 from tunelab.metrics import eval_findings, lower_is_better, worse_sentence, worse_than_base
-from tunelab.runs import read_json
+from tunelab.runs import read_json, read_jsonl
 from tunelab.svg import COLORS, WORSE_COLOR, bar_chart, line_chart
 from tunelab.tables import fmt, interval, is_number, markdown_table, signed
 
@@ -71,16 +70,10 @@ def load_source(path: Path) -> dict:
     if (path / "config.yaml").exists() and (path / "metrics.json").exists():
         return {"kind": "run", "path": path, "metrics": read_json(path / "metrics.json"),
                 "eval": read_json(path / "eval.json") if (path / "eval.json").exists() else None,
-                "log": _jsonl(path / "train_log.jsonl"), "predictions": _jsonl(path / "predictions.jsonl")[:20],
+                "log": read_jsonl(path / "train_log.jsonl"), "predictions": read_jsonl(path / "predictions.jsonl")[:20],
                 "quantization": read_json(path / "quantization.json") if (path / "quantization.json").exists() else None}
     raise TunelabError(f"{path}: not a finished run, bake-off or sweep folder (no metrics.json, bakeoff.json "
                        "or sweep.json)")
-
-
-def _jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def html_table(headers: list[str], rows: list[list], highlight: list[bool] | None = None,

@@ -116,6 +116,13 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSON-lines file (``train_log.jsonl``, ``predictions.jsonl``); [] when it does not exist."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def weights_stamp(folder: Path) -> dict[str, list[int]]:
     """{file: [bytes, modification time in ns]} of a model folder's weight files: a cheap check that
     they were not rewritten (``weights_digest`` is the exact one)."""
