@@ -27,8 +27,8 @@ QUIET_ENV = {"HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "MLFLOW
 
 def machine() -> dict:
     """CPU model, usable cores, memory and the library versions, for the results header."""
-    from tunelab.modeling import cpu_count, cpu_description
-    from tunelab.runs import versions
+    from tunelab.machine import cpu_count, cpu_description
+    from tunelab.rundir import versions
 
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {"cpu": cpu_description(), "cores": cpu_count(), "memory_gib": round(memory_gib, 1),
@@ -42,7 +42,7 @@ def matmul_peak(threads: int | None = None, sizes=(256, 512, 1024, 2048), second
     """
     import torch
 
-    from tunelab.modeling import cpu_count
+    from tunelab.machine import cpu_count
 
     torch.set_num_threads(threads or cpu_count())
     per_size = {}
@@ -85,7 +85,7 @@ def worker_arguments(parser: argparse.ArgumentParser) -> None:
 def serve_worker(args: argparse.Namespace, workers: dict) -> bool:
     """In a child started by ``run_worker``: run the named worker, write its result (with this
     process's peak RSS unless the worker measured it) and return True; in the parent, False."""
-    from tunelab.modeling import peak_rss_mb
+    from tunelab.machine import peak_rss_mb
 
     if not args.worker:
         return False

@@ -27,12 +27,14 @@ from pathlib import Path
 
 from common import RESULTS, ROOT, WORK, machine
 
-from tunelab import quantize, quantize_compare, train
 from tunelab.config import load_config
 from tunelab.inference import open_run
-from tunelab.runs import versions
+from tunelab.models.tiny import make_tiny_model
+from tunelab.quantization import compare as quantize_compare
+from tunelab.quantization import quantize
+from tunelab.rundir import versions
 from tunelab.tables import markdown_table
-from tunelab.tiny import make_tiny_model
+from tunelab.training import train
 
 
 def classifier_run(work: Path) -> Path:

@@ -108,14 +108,14 @@ def inference_rows(model, tokenizer, texts, threads: int, repeats: int) -> list[
 def measure(args) -> dict:
     from transformers import AutoTokenizer
 
-    from tunelab import threads as thread_choice
-    from tunelab.models import resolve_model
-    from tunelab.modeling import cpu_count
+    from tunelab import machine
+    from tunelab.machine import cpu_count
+    from tunelab.models.resolve import resolve_model
 
     model_path = resolve_model("builtin:minilm")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     texts, labels = examples(Path(args.sst2) / "train.tsv", args.rows)
-    cores, measured = cpu_count(), thread_choice.pick()
+    cores, measured = cpu_count(), machine.pick()
     grouped = batches(tokenizer, texts, labels, BATCH, "grouped")
     plan = [  # (lever, setting, tunelab default?, how to run it)
         ("padding", "to max_length 128", False,

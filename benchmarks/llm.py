@@ -6,7 +6,7 @@ Memory: LoRA (r 8, all linear layers) on builtin:smollm2-135m at batch 8, with t
 replies packed into sequences of exactly --lengths tokens, --steps optimizer steps, each variant in
 its own process (peak RSS = VmHWM of that process, model loading included):
 - ``model-loss``: the model's own loss (full-vocabulary logits at every position);
-- ``labelled-loss``: tunelab's loss, projected only where labels are set (tunelab.causal_loss);
+- ``labelled-loss``: tunelab's loss, projected only where labels are set (tunelab.models.causal_loss);
 - ``labelled+return-memory``: and train.return_memory_to_os (glibc hands freed blocks back at once);
 - ``labelled+checkpointing``: the labelled loss and train.gradient_checkpointing;
 - ``labelled+checkpointing+return-memory``: all three.
@@ -41,12 +41,12 @@ MIB_PER_GB = 1e9 / 2**20
 
 
 def memory_worker(spec: dict) -> dict:
-    from tunelab import train
     from tunelab.config.load import from_dict
-    from tunelab.runs import read_json
+    from tunelab.rundir import read_json
+    from tunelab.training import train
 
     if not spec["labelled_loss"]:
-        train.labelled_loss = lambda cfg, model: None  # what training computed before tunelab.causal_loss
+        train.labelled_loss = lambda cfg, model: None  # what training computed before tunelab.models.causal_loss
     tree = {"task": "causal_lm", "model": {"name": MODEL},
             "data": {"train": "builtin:support_instructions/train.jsonl", "format": "instruction",
                      "max_length": spec["length"], "packing": True},
@@ -60,13 +60,13 @@ def memory_worker(spec: dict) -> dict:
 
 
 def generation_worker(spec: dict) -> dict:
+    from tunelab.config.load import from_dict
     from tunelab.data.builtin import BUILTIN_DATA_DIR
     from tunelab.data.tokenize import to_messages
     from tunelab.inference import LoadedRun, generate
-    from tunelab.modeling import load_base_model
-    from tunelab.config.load import from_dict
-    from tunelab.models import load_tokenizer
-    from tunelab.runs import read_jsonl
+    from tunelab.models.loading import load_base_model
+    from tunelab.models.resolve import load_tokenizer
+    from tunelab.rundir import read_jsonl
 
     cfg = from_dict({"task": "causal_lm", "model": {"name": MODEL},
                      "data": {"train": "builtin:support_instructions/train.jsonl", "format": "instruction"}},
@@ -90,7 +90,7 @@ def generation_worker(spec: dict) -> dict:
 
 
 def _cpu():
-    from tunelab.modeling import Device
+    from tunelab.machine import Device
 
     return Device("cpu", False, "cpu")
 

@@ -30,13 +30,13 @@ MODELS = {
 
 def train_worker(spec: dict) -> dict:
     """One method's short run; RSS after imports is read before any model or data is touched."""
-    import transformers  # noqa: F401  (imports counted in the baseline, as they are in every run)
     import peft  # noqa: F401
+    import transformers  # noqa: F401  (imports counted in the baseline, as they are in every run)
 
-    from tunelab import train
     from tunelab.config import load_config
-    from tunelab.modeling import peak_rss_mb
-    from tunelab.runs import read_json
+    from tunelab.machine import peak_rss_mb
+    from tunelab.rundir import read_json
+    from tunelab.training import train
 
     after_imports = current_rss_mb()
     imports_peak = peak_rss_mb()
@@ -58,7 +58,7 @@ def current_rss_mb() -> float:
 def model_overrides(name: str, work: Path) -> list[str]:
     if name != "llama60m":
         return []
-    from tunelab.tiny import make_tiny_model
+    from tunelab.models.tiny import make_tiny_model
 
     folder = work / "llama-60m"
     if not (folder / "config.json").exists():

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-
 from common import QUIET_ENV, ROOT, WORK, machine, write_result
 
 TESTS = ROOT / "tests"
@@ -147,8 +146,7 @@ def corpus() -> dict:
 
     sys.path.insert(0, str(TESTS))
     from test_reliability import CASES, case_config
-
-    from tunelab.cli import main as cli
+    from tunelab.cli import commands as cli
 
     codes, tracebacks, written = Counter(), 0, 0
     for name, case in CASES.items():
@@ -170,6 +168,7 @@ def crashes(kills: int) -> dict:
 
     sys.path.insert(0, str(TESTS))
     from safetensors.torch import load_file
+
     from test_crash import MAX_STEPS, SETTINGS, finish, logged_steps, make_config, train, wait_for_step
 
     work = WORK / "reliability"
@@ -205,7 +204,7 @@ def load_test(requests: int, clients: int, bad_share: float) -> dict:
     """`tunelab serve` on a MiniLM run, hammered as the docstring says."""
     from serve_load import free_port, start_server
 
-    from tunelab.modeling import peak_rss_mb
+    from tunelab.machine import peak_rss_mb
 
     run_dir = _minilm_run()
     port = free_port()
@@ -230,8 +229,8 @@ def load_test(requests: int, clients: int, bad_share: float) -> dict:
 def _minilm_run() -> Path:
     import yaml
 
-    from tunelab import train
     from tunelab.config import from_dict
+    from tunelab.training import train
 
     folder = WORK / "reliability-serve"
     rows = [{"text": f"{w} question {i} about my {w}", "label": label}

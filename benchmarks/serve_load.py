@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from tunelab.modeling import peak_rss_mb
+from tunelab.machine import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve_load.json"))
     args = parser.parse_args()
     from tunelab.inference import open_run
-    from tunelab.serve import ServeSettings
+    from tunelab.serving import ServeSettings
 
     _, cfg = open_run(args.run)
     plan = requests_for(cfg.task, args.requests, args.bad_share)

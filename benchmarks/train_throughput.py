@@ -37,8 +37,18 @@ import json
 import time
 from pathlib import Path
 
-from common import (RESULTS, WORK, machine, matmul_peak, ratio, run_worker, serve_worker, shared_file,
-                    worker_arguments, write_result)
+from common import (
+    RESULTS,
+    WORK,
+    machine,
+    matmul_peak,
+    ratio,
+    run_worker,
+    serve_worker,
+    shared_file,
+    worker_arguments,
+    write_result,
+)
 
 SCRIPT = Path(__file__).resolve()
 CLASSIFICATION_LR, CAUSAL_LR = 2e-4, 1e-3
@@ -94,9 +104,9 @@ def trl_causal(spec: dict, **changes) -> dict:
 
 def tunelab_run(spec: dict) -> dict:
     """`tunelab train` with its defaults, apart from what every contestant shares."""
-    from tunelab import train
     from tunelab.config import from_dict
-    from tunelab.runs import read_json
+    from tunelab.rundir import read_json
+    from tunelab.training import train
 
     causal = spec["case"] == "causal"
     tree = {"task": "causal_lm" if causal else "classification",
@@ -185,7 +195,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> str:
 def classification_case(args, work: Path) -> dict:
     from transformers import AutoTokenizer
 
-    from tunelab.models import resolve_model
+    from tunelab.models.resolve import resolve_model
 
     def rows(path: Path, limit: int | None) -> list[dict]:
         with path.open(encoding="utf-8") as f:
@@ -207,7 +217,7 @@ def classification_case(args, work: Path) -> dict:
 def causal_case(args, work: Path) -> dict:
     from transformers import AutoTokenizer
 
-    from tunelab.tiny import make_tiny_model
+    from tunelab.models.tiny import make_tiny_model
 
     model = str(make_tiny_model("llama", work / "tiny-llama-256", hidden=256, layers=4, heads=4))
     tokenizer = AutoTokenizer.from_pretrained(model)

@@ -25,12 +25,13 @@ import argparse
 import json
 import sys
 
-from tunelab import evaluate, train
+from tunelab.cli.commands import report_problems
 from tunelab.config import from_dict
-from tunelab.cli import report_problems
 from tunelab.errors import TunelabError
-from tunelab.runs import read_json
+from tunelab.evaluation import evaluate
+from tunelab.rundir import read_json
 from tunelab.tables import text_table
+from tunelab.training import train
 
 TASKS = {
     "classification": {"model": "builtin:minilm", "train": "builtin:support_intents/train.jsonl",

@@ -32,10 +32,10 @@ from pathlib import Path
 
 from common import add_model_and_data_arguments, data_section
 
-from tunelab import bakeoff
+from tunelab.cli.commands import report_problems
 from tunelab.config import from_dict, to_yaml
-from tunelab.cli import report_problems
 from tunelab.errors import TunelabError
+from tunelab.studies import bakeoff
 from tunelab.tables import text_table
 
 COLUMNS = ["method", "trainable params", "trainable %", "peak RSS MiB", "train s", "checkpoint MiB", "metric",

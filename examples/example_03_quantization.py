@@ -31,13 +31,15 @@ import sys
 
 from common import add_model_and_data_arguments, data_section
 
-from tunelab import quantize, quantize_compare, train
+from tunelab.cli.commands import report_problems
 from tunelab.config import from_dict
 from tunelab.config.schema import QUANTIZE_METHODS
-from tunelab.cli import report_problems
 from tunelab.errors import TunelabError
 from tunelab.inference import open_run
-from tunelab.quantizers import installed
+from tunelab.quantization import compare as quantize_compare
+from tunelab.quantization import quantize
+from tunelab.quantization.quantizers import installed
+from tunelab.training import train
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -31,14 +31,16 @@ import json
 import sys
 from pathlib import Path
 
-from tunelab import evaluate, prepare, train
+from tunelab.cli.commands import report_problems
 from tunelab.config import from_dict
+from tunelab.data import prepare
 from tunelab.data.builtin import builtin_data_path
 from tunelab.data.report import summary_text
-from tunelab.cli import report_problems
 from tunelab.errors import DataError, TunelabError
-from tunelab.runs import read_json
+from tunelab.evaluation import evaluate
+from tunelab.rundir import read_json
 from tunelab.tables import text_table
+from tunelab.training import train
 
 SYSTEM = "You are a customer support agent for an online shop."
 

@@ -22,13 +22,15 @@ import json
 import sys
 from pathlib import Path
 
-from tunelab import advise, bakeoff, quantize, quantize_compare, sweep
 from tunelab.config import load_config, to_yaml
 from tunelab.errors import TunelabError
 from tunelab.inference import open_run
-from tunelab.modeling import cpu_count, cpu_description
-from tunelab.quantizers import installed
-from tunelab.runs import read_json, versions, write_json
+from tunelab.machine import cpu_count, cpu_description
+from tunelab.quantization import compare as quantize_compare
+from tunelab.quantization import quantize
+from tunelab.quantization.quantizers import installed
+from tunelab.rundir import read_json, versions, write_json
+from tunelab.studies import advise, bakeoff, sweep
 from tunelab.tables import fmt, markdown_table, replace_marked
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,7 +27,7 @@ def _tunelab_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
-    from tunelab.tiny import make_tiny_model
+    from tunelab.models.tiny import make_tiny_model
 
     # Widths in multiples of 64 (hidden 64, MLP 192): what bitsandbytes' 4-bit CPU kernel takes.
     return make_tiny_model("llama", tmp_path_factory.mktemp("tiny-llama"), hidden=64, layers=2, heads=4,
@@ -70,7 +70,7 @@ def write_config(folder: Path, **sections) -> Path:
 @pytest.fixture
 def run_cli(capsys):
     """Run the CLI in-process; returns (exit code, stdout, stderr)."""
-    from tunelab.cli import main
+    from tunelab.cli.commands import main
 
     def run(*argv: str):
         code = main([str(a) for a in argv])
@@ -86,7 +86,7 @@ def tiny_bert(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from tunelab.models import resolve_model
+    from tunelab.models.resolve import resolve_model
 
     out = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("builtin:minilm"))
@@ -121,9 +121,9 @@ def train_config(folder: Path, model: Path, task: str = "classification", **sect
 @pytest.fixture(scope="module")
 def causal_run(tmp_path_factory, tiny_llama):
     """A tiny causal-LM run (2 steps), loaded; one per test module."""
-    from tunelab import train
     from tunelab.config import load_config
     from tunelab.inference import load_run
+    from tunelab.training import train
 
     folder = tmp_path_factory.mktemp("causal")
     return load_run(train.run(load_config(train_config(folder, tiny_llama, task="causal_lm",
@@ -133,8 +133,8 @@ def causal_run(tmp_path_factory, tiny_llama):
 @pytest.fixture(scope="module")
 def classifier_dir(tmp_path_factory, tiny_bert) -> Path:
     """A tiny classification run's folder (2 steps); one per test module."""
-    from tunelab import train
     from tunelab.config import load_config
+    from tunelab.training import train
 
     folder = tmp_path_factory.mktemp("classifier")
     return train.run(load_config(train_config(folder, tiny_bert, train={"max_steps": 2})))
@@ -150,7 +150,7 @@ class Server:
     def __init__(self, app, timeouts=None):
         import uvicorn
 
-        from tunelab.web import uvicorn_server
+        from tunelab.serving.web import uvicorn_server
 
         self.port = free_port()
         self.server = (uvicorn_server(app, "127.0.0.1", self.port, timeouts, log_level="error") if timeouts else

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from tunelab.cli import main
+from tunelab.cli.commands import main
 from tunelab.data.collate import PadCollator
 
 out = Path(sys.argv[1])

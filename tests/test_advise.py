@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from conftest import train_config
-from tunelab.advise import recommend
+from tunelab.studies.advise import recommend
 
 ROOT = Path(__file__).resolve().parents[1]
 

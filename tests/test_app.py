@@ -8,9 +8,11 @@ import httpx
 import pytest
 
 from conftest import Server, train_config
-from tunelab import evaluate, quantize, train
-from tunelab.app import create_app, open_runs
 from tunelab.config import load_config
+from tunelab.evaluation import evaluate
+from tunelab.quantization import quantize
+from tunelab.serving.app import create_app, open_runs
+from tunelab.training import train
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -100,8 +102,8 @@ def test_the_page_in_headless_chromium(app_server, tmp_path):
 
 
 def test_causal_runs_answer_with_the_base_and_the_tuned_model(tmp_path, tiny_llama, monkeypatch):
-    from tunelab import modeling
     from tunelab.inference import generate, load_run
+    from tunelab.models import loading as modeling
 
     run_dir = train.run(load_config(train_config(tmp_path, tiny_llama, task="causal_lm", method={"name": "full"},
                                                  train={"max_steps": 2})))
@@ -119,8 +121,8 @@ def test_causal_runs_answer_with_the_base_and_the_tuned_model(tmp_path, tiny_lla
 
 def test_the_page_shows_what_the_server_sends_as_text_not_html():
     """Run names, model outputs and errors go in with textContent; only the dashboard, which
-    tunelab.report renders, goes in as HTML, and only from a 200."""
-    from tunelab.app import PAGE
+    tunelab.studies.report renders, goes in as HTML, and only from a 200."""
+    from tunelab.serving.app import PAGE
 
     script = PAGE.read_text(encoding="utf-8").split("<script>")[1].split("</script>")[0]
     html_sinks = re.findall(r"(innerHTML|outerHTML|insertAdjacentHTML|document\.write)", script)
@@ -134,7 +136,7 @@ def test_waiting_tries_are_bounded_and_the_page_stays_responsive(app_server, mon
     import asyncio
     import threading
 
-    from tunelab import app as web_app
+    from tunelab.serving import app as web_app
 
     server, run_dir = app_server
     release, entered = threading.Event(), []

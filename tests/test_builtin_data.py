@@ -6,7 +6,11 @@ import string
 from collections import Counter
 
 from tunelab.data.builtin import (
-    BUILTIN_DATA_DIR, support_instruction_splits, support_instructions, support_intents, write_builtin_data,
+    BUILTIN_DATA_DIR,
+    support_instruction_splits,
+    support_instructions,
+    support_intents,
+    write_builtin_data,
 )
 from tunelab.data.builtin_replies import GREETING, INSTRUCTION, POLICIES, REPLIES, SIGN_OFF, reply_topic
 from tunelab.data.builtin_templates import INTENTS

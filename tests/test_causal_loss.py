@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tunelab.causal_loss import IGNORE_INDEX, LabelledLoss, labelled_nll, supported
+from tunelab.models.causal_loss import IGNORE_INDEX, LabelledLoss, labelled_nll, supported
 
 
 @pytest.fixture(scope="module", params=["llama", "gpt2"])
 def tiny_model(request, tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
-    from tunelab.tiny import make_tiny_model
+    from tunelab.models.tiny import make_tiny_model
 
     folder = make_tiny_model(request.param, tmp_path_factory.mktemp(request.param), hidden=64, layers=2, heads=4,
                              vocab_size=600)

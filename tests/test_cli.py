@@ -27,7 +27,7 @@ def test_help_lists_every_command():
 
 
 def test_every_command_has_help(capsys):
-    from tunelab.cli import COMMANDS, main
+    from tunelab.cli.commands import COMMANDS, main
 
     for name in list(COMMANDS) + ["config show", "config schema"]:
         with pytest.raises(SystemExit) as caught:
@@ -45,7 +45,8 @@ def test_user_error_exits_2_without_traceback(tmp_path):
 
 
 def test_bugs_keep_their_traceback(monkeypatch, tmp_path):
-    from tunelab import cli, prepare
+    from tunelab.cli import commands as cli
+    from tunelab.data import prepare
 
     write_jsonl(tmp_path / "train.jsonl", [{"text": "a", "label": "x"}])
     monkeypatch.setattr(prepare, "run", lambda cfg: (_ for _ in ()).throw(RuntimeError("a bug")))
@@ -68,7 +69,7 @@ def test_ci_runs_the_readme_test_command():
     ["predict", "runs/x", "hi", "--max-new-tokens", "0"],
 ])
 def test_bad_numbers_are_usage_errors(argv, capsys):
-    from tunelab.cli import main
+    from tunelab.cli.commands import main
 
     with pytest.raises(SystemExit) as caught:
         main(argv)
@@ -81,7 +82,7 @@ def all_help_texts() -> dict[str, str]:
     """``--help`` of the program and of every command and subcommand, as argparse renders it."""
     import argparse
 
-    from tunelab.cli import build_parser
+    from tunelab.cli.commands import build_parser
 
     found = {}
 
@@ -106,8 +107,8 @@ def test_help_shows_single_percent_signs():
 
 
 def test_percent_signs_in_descriptions_and_help_survive(monkeypatch):
-    from tunelab import cli
-    from tunelab.cli_args import Command
+    from tunelab.cli.args import Command
+    from tunelab.cli import commands as cli
 
     commands = {"a": Command("100% of the help", lambda p: None, lambda a: None),
                 "b": Command("short", lambda p: None, lambda a: None, "50% of a description, not %(prog)s")}

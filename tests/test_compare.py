@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import train_config
-from tunelab.sweep import parse_grid, points, recommend
+from tunelab.studies.sweep import parse_grid, points, recommend
 
 
 def test_grid_parsing_and_sampling():

@@ -158,12 +158,12 @@ def test_a_full_disk_while_preparing_is_a_clear_error_and_leaves_nothing(tmp_pat
 
 
 def test_an_unwritable_output_folder_is_a_clear_error(tmp_path, run_cli, monkeypatch):
-    import tunelab.runs
+    import tunelab.rundir
 
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", kwargs.get("dir", "?"))
 
-    monkeypatch.setattr(tunelab.runs.tempfile, "mkdtemp", refuse)
+    monkeypatch.setattr(tunelab.rundir.tempfile, "mkdtemp", refuse)
     write_jsonl(tmp_path / "train.jsonl", rows())
     code, out, err = run_cli("prepare", write_config(tmp_path))
     assert code == 2, out + err
@@ -173,15 +173,15 @@ def test_an_unwritable_output_folder_is_a_clear_error(tmp_path, run_cli, monkeyp
 
 def test_a_write_error_while_saving_never_leaves_a_run_that_looks_complete(tmp_path, tiny_bert, run_cli,
                                                                            monkeypatch):
-    import tunelab.train
+    import tunelab.training.train
     from conftest import train_config
 
-    def save_half(run_dir, *args, **kwargs):
-        (run_dir / "adapter").mkdir()
-        (run_dir / "adapter" / "adapter_model.safetensors").write_bytes(b"\0" * 100)  # cut short
-        raise no_space(run_dir / "adapter" / "adapter_model.safetensors")
+    def save_half(run, *args, **kwargs):
+        run.adapter_dir.mkdir()
+        (run.adapter_dir / "adapter_model.safetensors").write_bytes(b"\0" * 100)  # cut short
+        raise no_space(run.adapter_dir / "adapter_model.safetensors")
 
-    monkeypatch.setattr(tunelab.train, "save_outputs", save_half)
+    monkeypatch.setattr(tunelab.training.train, "save_outputs", save_half)
     config = train_config(tmp_path, tiny_bert, train={"epochs": 1, "threads": 1})
     code, out, err = run_cli("train", config)
     assert code == 2, out + err

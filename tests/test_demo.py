@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunelab.demo import DEMOS, demo_config, summary_table
+from tunelab.studies.demo import DEMOS, demo_config, summary_table
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,8 +14,9 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import write_config, write_jsonl
-from tunelab import distributed, train
+from tunelab import machine
 from tunelab.config import load_config
+from tunelab.training import distributed, train
 
 TOLERANCE = 1e-5  # largest weight difference allowed between 2 processes x 4 and 1 process x 8
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -119,15 +120,14 @@ def test_deepspeed_without_deepspeed_says_how_to_install(tmp_path, tiny_bert, ru
 
 
 def test_each_process_gets_its_share_of_the_cores(monkeypatch):
-    assert distributed.threads_per_process(2, 2) == 1 and distributed.threads_per_process(16, 3) == 5
-    assert distributed.threads_per_process(2, 4) == 1
+    assert machine.threads_per_process(2, 2) == 1 and machine.threads_per_process(16, 3) == 5
+    assert machine.threads_per_process(2, 4) == 1
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-    monkeypatch.setattr("tunelab.modeling.cpu_count", lambda: 8)
-    from tunelab.config import from_dict
-    from tunelab.modeling import set_threads
+    monkeypatch.setattr("tunelab.machine.cpu_count", lambda: 8)
+    from tunelab.machine import set_threads
 
-    assert set_threads(from_dict({"task": "classification", "data": {"train": "x.jsonl"}})) == 4
+    assert set_threads(None) == 4
     assert torch.get_num_threads() == 4
 
 

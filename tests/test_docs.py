@@ -53,7 +53,7 @@ def test_python_snippet_runs(where, code, output, tmp_path):
 
 
 def _help(command: str) -> str:
-    from tunelab.cli import build_parser
+    from tunelab.cli.commands import build_parser
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):

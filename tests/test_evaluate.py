@@ -5,8 +5,8 @@ import json
 import pytest
 
 from conftest import train_config
-from tunelab import train
 from tunelab.config import load_config
+from tunelab.training import train
 
 
 def read_jsonl(path):
@@ -47,7 +47,7 @@ def test_causal_evaluation_has_perplexity_and_generation_metrics(tmp_path, tiny_
 def test_sliding_window_scores_every_token_once(tiny_llama, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    from tunelab import evaluate_causal
+    from tunelab.evaluation import causal as evaluate_causal
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
     ids = list(range(5, 45))
@@ -67,7 +67,7 @@ def test_evaluate_refuses_unknown_split(tmp_path, tiny_bert, run_cli):
 
 
 def test_printed_table_warns_when_tuned_is_worse():
-    from tunelab.evaluate import table_text
+    from tunelab.evaluation.evaluate import table_text
 
     def row(base, tuned, ci, lower):
         return {"base": base, "tuned": tuned, "delta": tuned - base, "ci95": ci, "lower_is_better": lower}

@@ -14,11 +14,10 @@ import pytest
 import torch
 
 from conftest import train_config
-from tunelab.errors import ModelLoadError
+from tunelab.errors import ExportError, ModelLoadError
 from tunelab.export import pipeline
 from tunelab.export.architectures import interleave_rope_halves
 from tunelab.export.dtypes import DTYPES
-from tunelab.errors import ExportError
 from tunelab.export.gguf_write import export_gguf
 from tunelab.export.modelfile import modelfile_text
 from tunelab.export.verify import CHECK_TEXTS, read_gguf
@@ -225,9 +224,9 @@ def test_cli_writes_the_default_file_and_prints_its_path_last(causal_run, run_cl
 
 
 def test_unsupported_architecture_exits_2_with_one_line(tmp_path, run_cli, capsys):
-    from tunelab import train
     from tunelab.config import load_config
-    from tunelab.tiny import make_tiny_model
+    from tunelab.models.tiny import make_tiny_model
+    from tunelab.training import train
 
     gpt2 = make_tiny_model("gpt2", tmp_path / "gpt2", hidden=64, layers=1, heads=4, vocab_size=600)
     (tmp_path / "run").mkdir()
@@ -245,8 +244,8 @@ def test_unsupported_architecture_exits_2_with_one_line(tmp_path, run_cli, capsy
 
 
 def test_a_full_run_exports_its_model_folder(tiny_llama, tmp_path):
-    from tunelab import train
     from tunelab.config import load_config
+    from tunelab.training import train
 
     run_dir = train.run(load_config(train_config(tmp_path, tiny_llama, task="causal_lm", method={"name": "full"},
                                                  train={"max_steps": 1})))

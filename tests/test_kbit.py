@@ -16,9 +16,9 @@ import torch.nn as nn
 from conftest import train_config
 from tunelab.config import load_config
 from tunelab.errors import TunelabError
-from tunelab.kbit import HEAD_MODULES, fits_4bit_kernel, kept_full_precision
-from tunelab.modeling import Device
-from tunelab.quantizers import QUANTIZERS, Job
+from tunelab.machine import Device
+from tunelab.models.kbit import HEAD_MODULES, fits_4bit_kernel, kept_full_precision
+from tunelab.quantization.quantizers import QUANTIZERS, Job
 
 pytest.importorskip("bitsandbytes")
 CPU = Device("cpu", False, "cpu")
@@ -96,7 +96,7 @@ def test_narrow_layers_stay_fp32_and_the_copy_loads_and_runs(tmp_path, mixed_lla
 
 
 def test_a_model_with_no_wide_enough_layer_is_refused(tmp_path):
-    from tunelab.tiny import make_tiny_model
+    from tunelab.models.tiny import make_tiny_model
 
     narrow = make_tiny_model("llama", tmp_path / "narrow", hidden=32, layers=1, heads=4, vocab_size=400)
     with pytest.raises(TunelabError, match="no layer of .* fits bitsandbytes' 4-bit kernel"):
@@ -104,7 +104,7 @@ def test_a_model_with_no_wide_enough_layer_is_refused(tmp_path):
 
 
 def test_quantize_records_the_kept_layers(tmp_path, mixed_llama, run_cli):
-    from tunelab import train
+    from tunelab.training import train
 
     cfg = load_config(train_config(tmp_path, mixed_llama, task="causal_lm", method={"name": "full"},
                                    train={"max_steps": 1}))
@@ -120,7 +120,7 @@ def test_a_qlora_model_in_training_never_takes_the_inference_repack(tmp_path, ti
     """An evaluation during training would repack the base, and the repacked kernel has no backward."""
     from bitsandbytes.nn import Linear4bit
 
-    from tunelab.methods import MethodContext, build_model
+    from tunelab.training.methods import MethodContext, build_model
 
     cfg = load_config(train_config(tmp_path, tiny_llama, task="causal_lm", method={"name": "qlora"}))
     model = build_model(MethodContext(cfg, None, CPU, total_steps=4))

@@ -6,9 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from tunelab.metrics import (
-    accuracy, bleu, confusion_matrix, exact_match, macro_f1, mean_loss, paired_bootstrap, per_class, perplexity,
+from tunelab.evaluation.metrics import (
     GENERATION_METRICS,
+    accuracy,
+    bleu,
+    confusion_matrix,
+    exact_match,
+    macro_f1,
+    mean_loss,
+    paired_bootstrap,
+    per_class,
+    perplexity,
 )
 
 
@@ -27,7 +35,7 @@ def test_macro_f1_and_per_class_of_a_known_confusion_matrix():
 
 
 def test_perplexity_of_a_uniform_distribution_is_the_vocabulary_size():
-    from tunelab.causal_loss import next_token_targets, summed_loss
+    from tunelab.models.causal_loss import next_token_targets, summed_loss
 
     vocab = 50
     logits = torch.zeros(2, 6, vocab)                        # uniform over the vocabulary
@@ -75,7 +83,7 @@ def test_paired_bootstrap_is_seeded_and_contains_the_true_delta():
 def test_per_example_statistics_give_the_metric_on_every_resample(name):
     import numpy as np
 
-    from tunelab.metrics import CLASSIFICATION_METRICS, GENERATION_METRICS, LANGUAGE_MODEL_METRICS
+    from tunelab.evaluation.metrics import CLASSIFICATION_METRICS, GENERATION_METRICS, LANGUAGE_MODEL_METRICS
 
     metric = {**CLASSIFICATION_METRICS, **GENERATION_METRICS, **LANGUAGE_MODEL_METRICS}[name]
     rng = np.random.default_rng(0)
@@ -100,7 +108,7 @@ def test_rouge_and_exact_match_have_the_values_worked_out_by_hand():
     # Their scores are the combined per-example statistics, so they are checked against values known
     # independently of that code: identical texts score 1, disjoint ones 0, F-measure of 1 shared word
     # of 2 and 3 words is 2 * (1/2 * 1/3) / (1/2 + 1/3) = 0.4.
-    from tunelab.metrics import GENERATION_METRICS
+    from tunelab.evaluation.metrics import GENERATION_METRICS
 
     outputs = ["the cat sat", "a dog", "red car"]
     references = ["the cat sat", "the cat", "red bike went"]

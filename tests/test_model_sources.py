@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import write_jsonl
-
 from tunelab.errors import ModelLoadError
-from tunelab.packaged_models import SMOLLM2, packaged_model
+from tunelab.models.packaged import SMOLLM2, packaged_model
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +46,7 @@ def test_models_list_names_every_builtin_and_what_is_cached(run_cli):
 
 def test_a_gguf_model_name_is_converted_once_and_trains(tiny_gguf, tmp_path, run_cli, capsys):
     from tunelab.config.schema import ModelSection
-    from tunelab.models import model_source, resolve_model
+    from tunelab.models.resolve import model_source, resolve_model
 
     folder = Path(resolve_model(str(tiny_gguf)))
     assert "converting tiny.gguf" in capsys.readouterr().err
@@ -70,7 +69,7 @@ def test_a_gguf_model_name_is_converted_once_and_trains(tiny_gguf, tmp_path, run
 
 @pytest.mark.parametrize("damage", ["not gguf", "truncated"])
 def test_a_damaged_gguf_is_one_clear_line_and_leaves_nothing(tiny_gguf, tmp_path, damage):
-    from tunelab.models import cache_dir, resolve_model
+    from tunelab.models.resolve import cache_dir, resolve_model
 
     bad = tmp_path / "bad.gguf"
     data = tiny_gguf.read_bytes()

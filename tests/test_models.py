@@ -5,7 +5,7 @@ import torch
 
 from tunelab.config.schema import ModelSection
 from tunelab.errors import ModelLoadError
-from tunelab.models import load_tokenizer, resolve_model
+from tunelab.models.resolve import load_tokenizer, resolve_model
 
 
 def test_builtin_minilm_is_the_shipped_bert():

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from conftest import train_config
-from tunelab.modeling import TiedKeysReport
+from tunelab.models.loading import TiedKeysReport
 
 # Imported first in a child process: bitsandbytes' native library then reports AVX-512 BF16, so the
 # import takes the path it takes on such CPUs (and tries to fetch its optional 4-bit kernel).
@@ -61,8 +61,8 @@ def test_the_missing_keys_report_is_hidden_only_for_tied_weights():
 
 
 def test_full_fine_tuning_a_tied_model_does_not_report_missing_keys(tmp_path, tiny_llama, caplog):
-    from tunelab import train
     from tunelab.config import load_config
+    from tunelab.training import train
 
     with caplog.at_level(logging.WARNING):
         train.run(load_config(train_config(tmp_path, tiny_llama, task="causal_lm", method={"name": "full"},

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from conftest import Server
-from tunelab.serve import ServeSettings, StopScanner, create_app
+from tunelab.serving import ServeSettings, StopScanner, create_app
 
 KEY = "sekret"
 SAY = [{"role": "user", "content": "Say beta."}]

@@ -25,7 +25,7 @@ def examples(n: int, vocab: int, seed: int = 0) -> list[dict]:
 def tiny_model(request, tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
-    from tunelab.tiny import make_tiny_model
+    from tunelab.models.tiny import make_tiny_model
 
     folder = make_tiny_model(request.param, tmp_path_factory.mktemp(request.param), hidden=64, layers=2, heads=4,
                              vocab_size=400)
@@ -100,8 +100,8 @@ def test_the_packed_loss_is_the_loss_of_the_examples_alone(tiny_model):
 
 @pytest.mark.parametrize("packing", [True, False])
 def test_training_puts_the_block_mask_on_the_model_only_for_packed_data(tmp_path, tiny_llama, monkeypatch, packing):
-    from tunelab import train
     from tunelab.config import load_config
+    from tunelab.training import train
 
     installed = []
     monkeypatch.setattr(train, "attend_within_examples", lambda model: installed.append(model) or
@@ -114,8 +114,8 @@ def test_training_puts_the_block_mask_on_the_model_only_for_packed_data(tmp_path
 
 @pytest.mark.slow
 def test_training_on_packed_data_runs_end_to_end(tmp_path, tiny_llama):
-    from tunelab import train
     from tunelab.config import load_config
+    from tunelab.training import train
 
     cfg = load_config(train_config(tmp_path, tiny_llama, task="causal_lm", data={"packing": True, "max_length": 64},
                                    train={"max_steps": 3}))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import train_config
-from tunelab import threads
+from tunelab import machine
 from tunelab.config import load_config
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -25,55 +25,55 @@ def keep_threads():
 
 
 def test_thread_candidates_are_one_half_and_all_cores():
-    assert threads.candidates(1) == [1]
-    assert threads.candidates(2) == [1, 2]
-    assert threads.candidates(16) == [1, 8, 16]
+    assert machine.candidates(1) == [1]
+    assert machine.candidates(2) == [1, 2]
+    assert machine.candidates(16) == [1, 8, 16]
 
 
 @pytest.mark.parametrize("fastest", [1, 2])
 def test_the_fastest_thread_count_on_the_probe_wins(monkeypatch, keep_threads, fastest):
     # A busy neighbour makes the second thread spin (1 wins); an idle machine rewards both cores (2 wins).
-    monkeypatch.setattr(threads, "probe_seconds", lambda n: 0.01 if n == fastest else 0.03)
-    assert threads.pick(cores=2) == fastest
+    monkeypatch.setattr(machine, "probe_seconds", lambda n: 0.01 if n == fastest else 0.03)
+    assert machine.pick(cores=2) == fastest
 
 
 def test_a_real_probe_picks_a_candidate_and_apply_sets_torch(keep_threads):
-    assert threads.pick(cores=2) in (1, 2)
-    assert threads.apply(3) == 3 and torch.get_num_threads() == 3
+    assert machine.pick(cores=2) in (1, 2)
+    assert machine.apply(3) == 3 and torch.get_num_threads() == 3
 
 
 def test_training_measures_threads_unless_the_config_sets_them(tmp_path, tiny_bert, monkeypatch, keep_threads):
-    from tunelab.modeling import set_threads
+    from tunelab.machine import set_threads
 
-    monkeypatch.setattr(threads, "pick", lambda cores=None: 1)
-    assert set_threads(load_config(train_config(tmp_path, tiny_bert))) == 1
-    assert set_threads(load_config(train_config(tmp_path, tiny_bert), ["train.threads=2"])) == 2
+    monkeypatch.setattr(machine, "pick", lambda cores=None: 1)
+    assert set_threads(load_config(train_config(tmp_path, tiny_bert)).train.threads) == 1
+    assert set_threads(load_config(train_config(tmp_path, tiny_bert), ["train.threads=2"]).train.threads) == 2
 
 
 def test_speed_defaults_group_by_length_and_skip_lora_dropout(tmp_path, tiny_bert):
-    from tunelab.modeling import Device
-    from tunelab.train import training_arguments
+    from tunelab.machine import Device
+    from tunelab.rundir import RunDir
+    from tunelab.training.train import training_arguments
 
     cfg = load_config(train_config(tmp_path, tiny_bert, lora={"lora_dropout": 0.0}))
     bare = load_config(train_config(tmp_path, tiny_bert), [])
     assert bare.train.group_by_length is True and type(bare).model_fields["lora"].default.lora_dropout == 0.0
-    args = training_arguments(cfg, tmp_path, Device("cpu", False, "cpu"), has_eval=True)
+    args = training_arguments(cfg, RunDir(tmp_path), Device("cpu", False, "cpu"), has_eval=True)
     assert args.train_sampling_strategy == "group_by_length"
 
 
 def test_evaluation_split_is_ordered_by_length():
     from datasets import Dataset
 
-    from tunelab.train import by_length
+    from tunelab.training.train import by_length
 
     split = Dataset.from_dict({"input_ids": [[1] * 5, [1] * 2, [1] * 9, [1] * 3], "labels": [0, 1, 2, 3]})
     assert by_length(split)["labels"] == [1, 3, 0, 2]
 
 
 def test_training_flops_follow_the_stated_formula(tiny_llama):
-    from transformers import AutoConfig
-
     from train_throughput import flops_per_token, training_flops
+    from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(tiny_llama)
     h, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
@@ -201,8 +201,8 @@ def test_lora_on_a_plain_model_does_not_import_gptqmodel(tmp_path, tiny_bert):
     script = f"""
 import sys
 from tunelab.config import load_config
-from tunelab.methods import MethodContext, build_model
-from tunelab.modeling import Device
+from tunelab.training.methods import MethodContext, build_model
+from tunelab.machine import Device
 cfg = load_config({str(train_config(tmp_path, tiny_bert))!r})
 model = build_model(MethodContext(cfg, ["alpha", "beta", "gamma"], Device("cpu", False, "cpu"), 1))
 assert any("lora_A" in name for name, _ in model.named_parameters())

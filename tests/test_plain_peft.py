@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from conftest import train_config, write_jsonl
-from tunelab import train
 from tunelab.config import load_config
-from tunelab.models import resolve_model
+from tunelab.models.resolve import resolve_model
+from tunelab.training import train
 
 ROOT = Path(__file__).resolve().parent.parent
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -116,7 +116,7 @@ def test_a_full_fine_tuning_folder_works_in_a_pipeline(tmp_path, tiny_bert):
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])
 def test_files_get_the_permissions_the_umask_allows(tmp_path, tiny_bert, umask):
-    from tunelab import merge, quantize
+    from tunelab.quantization import merge, quantize
 
     before = os.umask(umask)
     try:

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 from transformers import TrainerControl, TrainerState
 
 from conftest import train_config
-from tunelab import train
-from tunelab.callbacks import ProgressCallback
 from tunelab.config import load_config
+from tunelab.training import train
+from tunelab.training.callbacks import ProgressCallback
 
 EVALS = {4: {"eval_loss": 1.093, "eval_accuracy": 0.25}, 8: {"eval_loss": 1.064, "eval_accuracy": 0.5},
          12: {"eval_loss": 1.084, "eval_accuracy": 0.5}}
@@ -68,7 +68,7 @@ def test_without_a_best_checkpoint_the_final_model_is_meant():
 
 
 def test_checkpoint_step():
-    from tunelab.callbacks import checkpoint_step
+    from tunelab.training.callbacks import checkpoint_step
 
     assert checkpoint_step("runs/x/checkpoints/checkpoint-120") == 120
     assert checkpoint_step("runs/x/somewhere") is None

@@ -10,13 +10,14 @@ import torch.nn as nn
 
 from conftest import train_config
 from test_report import Collector
-from tunelab import dynamic_int8, train
 from tunelab.config import load_config
 from tunelab.errors import ConfigError, RunFolderError, TunelabError
-from tunelab.measure import weights_memory
-from tunelab.modeling import Device
-from tunelab.quantize_compare import token_agreement
-from tunelab.quantizers import QUANTIZERS, Job, check_gptq_model, check_methods
+from tunelab.evaluation.measure import weights_memory
+from tunelab.machine import Device
+from tunelab.quantization import dynamic_int8
+from tunelab.quantization.compare import token_agreement
+from tunelab.quantization.quantizers import QUANTIZERS, Job, check_gptq_model, check_methods
+from tunelab.training import train
 
 CPU = Device("cpu", False, "cpu")
 CPU_METHODS = ["int8", "nf4", "dynamic-int8"]
@@ -50,7 +51,7 @@ def round_trip(tmp_path, method, task, source, labels=None):
     """Quantize in memory, save, reload: (in-memory model, reloaded model, tokenizer, fp32 model)."""
     from transformers import AutoTokenizer
 
-    from tunelab.modeling import load_base_model
+    from tunelab.models.loading import load_base_model
 
     folder, cfg = fp32_folder(tmp_path, task, source, labels)
     job = Job(cfg, folder, folder, labels, CPU, lambda: ["calibration text"] * 4)
@@ -81,7 +82,7 @@ def test_tiny_llama_round_trip_predicts_the_same(tmp_path, tiny_llama, method):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", CPU_METHODS)
 def test_minilm_classifier_round_trip_memory_and_head(tmp_path, method):
-    from tunelab.models import resolve_model
+    from tunelab.models.resolve import resolve_model
 
     labels = ["billing", "shipping", "account"]
     quantized, reloaded, tokenizer, fp32 = round_trip(tmp_path, method, "classification",
@@ -98,7 +99,7 @@ def test_minilm_classifier_round_trip_memory_and_head(tmp_path, method):
 
 def test_dynamic_int8_quantizes_gpt2_conv1d_and_reloads_exactly(tmp_path):
     """quantize_dynamic skips GPT-2's Conv1D layers; tunelab rewrites them as Linear first."""
-    from tunelab.tiny import make_tiny_model
+    from tunelab.models.tiny import make_tiny_model
 
     gpt2 = make_tiny_model("gpt2", tmp_path / "gpt2", hidden=32, layers=2, heads=4, vocab_size=400)
     quantized, reloaded, tokenizer, fp32 = round_trip(tmp_path, "dynamic-int8", "causal_lm", gpt2)
@@ -141,13 +142,13 @@ def test_unknown_method_lists_every_method_and_where_it_runs():
 
 
 def test_gpu_only_requests_fail_clearly_on_a_cpu_machine(monkeypatch):
-    from tunelab.quantize import quantize_device
+    from tunelab.machine import choose_device
 
     with pytest.raises(TunelabError, match="runs only on a CPU"):
         check_methods(["dynamic-int8"], "cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(TunelabError, match="no CUDA GPU is visible"):
-        quantize_device("cuda")
+    with pytest.raises(TunelabError, match="--device: 'cuda' was asked for but no CUDA GPU is visible"):
+        choose_device("cuda", setting="--device")
 
 
 def test_missing_extra_names_the_pip_command(monkeypatch):
@@ -158,7 +159,7 @@ def test_missing_extra_names_the_pip_command(monkeypatch):
 
 
 def test_default_methods_skip_what_is_not_installed(tmp_path, tiny_bert, monkeypatch):
-    from tunelab import quantize
+    from tunelab.quantization import quantize
 
     run_dir = train.run(load_config(train_config(tmp_path, tiny_bert, train={"max_steps": 1})))
     real = importlib.util.find_spec
@@ -171,7 +172,7 @@ def test_default_methods_skip_what_is_not_installed(tmp_path, tiny_bert, monkeyp
 
 
 def test_gptq_refuses_gpt2_and_bad_group_sizes_before_starting(tmp_path, tiny_llama):
-    from tunelab.tiny import make_tiny_model
+    from tunelab.models.tiny import make_tiny_model
 
     gpt2 = make_tiny_model("gpt2", tmp_path / "gpt2", hidden=32, layers=2, heads=4, vocab_size=400)
     cfg = load_config(train_config(tmp_path, gpt2, task="causal_lm"))
@@ -196,7 +197,7 @@ def test_gptq_suggests_a_group_size_that_divides_every_width_and_runs_on_a_cpu(t
 
 
 def test_gptq_group_size_auto_takes_the_largest_that_fits(tmp_path, tiny_llama):
-    from tunelab.quantizers import _auto_group_size
+    from tunelab.quantization.quantizers import _auto_group_size
 
     cfg = load_config(train_config(tmp_path, tiny_llama, task="causal_lm"))
     assert cfg.quantize.group_size == "auto"
@@ -210,7 +211,8 @@ def test_gptq_group_size_auto_takes_the_largest_that_fits(tmp_path, tiny_llama):
 
 
 def test_gptq_worker_pool_is_sized_for_small_machines(monkeypatch):
-    from tunelab.modeling import cpu_count, prepare_quantization_backends
+    from tunelab.machine import cpu_count
+    from tunelab.models.loading import prepare_quantization_backends
 
     monkeypatch.delenv("GPTQMODEL_CPU_WORKERS", raising=False)
     prepare_quantization_backends()
@@ -282,7 +284,7 @@ def test_quantize_cli_errors_are_clean(tmp_path, tiny_bert, run_cli):
     assert not (run_dir / "quantized").exists()
     with pytest.raises(RunFolderError, match="incomplete"):
         (run_dir / "COMPLETE").unlink()
-        from tunelab import quantize
+        from tunelab.quantization import quantize
 
         quantize.run(run_dir, ["int8"])
 
@@ -364,7 +366,7 @@ def test_gptq_on_a_tiny_llama_run(tmp_path, tiny_llama, run_cli):
 
 
 def test_installed_drops_methods_whose_library_is_missing_and_says_so(monkeypatch):
-    from tunelab import quantizers
+    from tunelab.quantization import quantizers
 
     monkeypatch.setattr(quantizers, "missing_extra", lambda name: "gptq" if name == "gptq" else None)
     said = []
@@ -375,9 +377,9 @@ def test_installed_drops_methods_whose_library_is_missing_and_says_so(monkeypatc
 def test_a_quantized_copy_is_tied_to_the_weights_it_was_made_from(tmp_path, tiny_bert, run_cli):
     import shutil
 
-    from tunelab import quantize
     from tunelab.inference import load_run
-    from tunelab.runs import weights_digest
+    from tunelab.quantization import quantize
+    from tunelab.rundir import weights_digest
 
     config = train_config(tmp_path, tiny_bert, train={"max_steps": 2})
     run_dir = train.run(load_config(config))
@@ -408,8 +410,8 @@ def test_a_quantized_copy_is_tied_to_the_weights_it_was_made_from(tmp_path, tiny
 
 
 def test_a_copy_without_a_record_of_its_source_is_refused(tmp_path, tiny_bert):
-    from tunelab import quantize
     from tunelab.inference import load_run
+    from tunelab.quantization import quantize
 
     run_dir = train.run(load_config(train_config(tmp_path, tiny_bert, train={"max_steps": 1})))
     quantize.run(run_dir, ["dynamic-int8"])

@@ -10,14 +10,15 @@ def test_compare_times_each_variant_with_the_settings_its_report_states(causal_r
     reach it (they did not, so a compare with timing_repeats=1 still ran 2 + 10 calls per batch size)."""
     import subprocess
 
-    from tunelab import measure, quantize_compare
-    from tunelab.quantize import with_overrides
+    from tunelab.evaluation import measure
+    from tunelab.quantization import compare as quantize_compare
+    from tunelab.quantization.quantize import with_overrides
 
     calls = []
     real_generate = measure.generate
     monkeypatch.setattr(measure, "generate", lambda *a, **k: calls.append(a) or real_generate(*a, **k))
 
-    def in_process(command, **kwargs):  # [python, -m, tunelab.measure, RUN, VARIANT, ...], run here
+    def in_process(command, **kwargs):  # [python, -m, tunelab.evaluation.measure, RUN, VARIANT, ...], run here
         measure.main(command[3:])
         return subprocess.CompletedProcess(command, 0, "", "")
 
@@ -33,7 +34,7 @@ def test_compare_times_each_variant_with_the_settings_its_report_states(causal_r
 
 
 def test_tradeoffs_name_the_fastest_smallest_and_slower_copies():
-    from tunelab.quantize_compare import tradeoffs
+    from tunelab.quantization.compare import tradeoffs
 
     def row(variant, bs8, blocks_mb, agreement=1.0, change=0.0):
         return {"variant": variant, "latency_ms": {"1": bs8 / 4, "8": bs8}, "block_weights_mb": blocks_mb,
@@ -50,7 +51,7 @@ def test_tradeoffs_name_the_fastest_smallest_and_slower_copies():
 
 
 def test_a_dynamic_int8_copy_that_lost_much_quality_comes_with_the_setting_that_cures_it():
-    from tunelab.quantize_compare import notes, quality_warnings, summary_text
+    from tunelab.quantization.compare import notes, quality_warnings, summary_text
 
     def report(metric, fp32, dynamic):
         rows = [{"variant": v, "metric": metric, "metric_value": value, "latency_ms": {"1": 1.0, "8": 2.0},

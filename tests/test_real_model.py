@@ -25,9 +25,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from conftest import Server, free_port, wait_healthy, write_config, write_jsonl
-from tunelab import train
-from tunelab.cli import main
+from tunelab.cli.commands import main
 from tunelab.config import load_config
+from tunelab.training import train
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,7 @@ def read_json(path: Path):
 @pytest.fixture(scope="module")
 def smollm2() -> Path:
     """The converted fp32 folder (fetched and converted on first use in this test session)."""
-    from tunelab.models import resolve_model
+    from tunelab.models.resolve import resolve_model
 
     return Path(resolve_model(MODEL))
 
@@ -277,7 +277,7 @@ def test_gptq_names_a_group_size_that_fits_the_real_widths(lora_config, smollm2)
     it suggests instead is one the CPU kernel takes."""
     pytest.importorskip("gptqmodel", reason="GPTQ needs the gptq extra: pip install 'tunelab[gptq]'")
     from tunelab.errors import TunelabError
-    from tunelab.quantizers import check_gptq_model
+    from tunelab.quantization.quantizers import check_gptq_model
 
     cfg = load_config(lora_config)
     with pytest.raises(TunelabError, match=r"does not divide the layer widths \[576, 1536\]; use 64"):
@@ -322,7 +322,7 @@ def test_serve_answers_the_openai_client_in_the_chat_format(lora_run):
 
 @pytest.fixture(scope="module")
 def app_server(lora_run):
-    from tunelab.app import create_app, open_runs
+    from tunelab.serving.app import create_app, open_runs
 
     server = Server(create_app(open_runs([str(lora_run)], echo=lambda _: None)))
     yield server

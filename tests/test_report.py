@@ -4,8 +4,9 @@ import json
 from html.parser import HTMLParser
 
 from conftest import train_config
-from tunelab import evaluate, train
 from tunelab.config import load_config
+from tunelab.evaluation import evaluate
+from tunelab.training import train
 
 
 class Collector(HTMLParser):
@@ -103,7 +104,7 @@ def test_report_of_several_folders_needs_out(tmp_path, monkeypatch, run_cli):
 
 
 def test_report_help_says_where_the_report_goes():
-    from tunelab.cli import build_parser
+    from tunelab.cli.commands import build_parser
 
     commands = next(a for a in build_parser()._actions if a.dest == "command")
     text = " ".join(commands.choices["report"].format_help().split())

@@ -8,10 +8,18 @@ from html.parser import HTMLParser
 
 import pytest
 
-from report_fixtures import (IMG, SCRIPT, bakeoff_row, metric_row, quantization_report, write_bakeoff, write_run,
-                             write_sweep)
-from tunelab import report
-from tunelab.svg import HEIGHT, WIDTH, bar_chart, line_chart
+from report_fixtures import (
+    IMG,
+    SCRIPT,
+    bakeoff_row,
+    metric_row,
+    quantization_report,
+    write_bakeoff,
+    write_run,
+    write_sweep,
+)
+from tunelab.studies import report
+from tunelab.studies.charts import HEIGHT, WIDTH, bar_chart, line_chart
 
 EVIL = [SCRIPT, IMG]
 

@@ -11,11 +11,11 @@ import httpx
 import pytest
 
 from conftest import Server, train_config, write_config, write_jsonl
-from tunelab import train
 from tunelab.config import load_config
 from tunelab.errors import TunelabError
 from tunelab.inference import load_run
-from tunelab.serve import ServeSettings, create_app
+from tunelab.serving import ServeSettings, create_app
+from tunelab.training import train
 
 SECRET = "sk-test-0123456789abcdef"
 HUB_TOKEN = "hf_" + "Q" * 34
@@ -120,11 +120,11 @@ def test_every_route_but_health_needs_the_api_key(locked_server, classifier_run)
 def test_the_key_is_compared_in_constant_time(locked_server, monkeypatch):
     import hmac
 
-    import tunelab.serve.server
+    import tunelab.serving.server
 
     calls = []
     real = hmac.compare_digest
-    monkeypatch.setattr(tunelab.serve.server.hmac, "compare_digest", lambda a, b: calls.append(1) or real(a, b))
+    monkeypatch.setattr(tunelab.serving.server.hmac, "compare_digest", lambda a, b: calls.append(1) or real(a, b))
     httpx.get(locked_server.url + "/v1/models", headers={"Authorization": "Bearer nope"})
     assert calls
 
@@ -144,7 +144,8 @@ TRAVERSALS = ["/dashboard/../../etc/passwd", "/dashboard/..%2F..%2Fetc%2Fpasswd"
 
 
 def test_the_app_serves_only_its_runs(classifier_run):
-    from tunelab.app import create_app as create_web_app, open_runs
+    from tunelab.serving.app import create_app as create_web_app
+    from tunelab.serving.app import open_runs
 
     server = Server(create_web_app(open_runs([str(classifier_run)])))
     try:
@@ -269,7 +270,8 @@ def test_a_network_address_needs_an_api_key(tmp_path, run_cli, monkeypatch, comm
 
 @pytest.fixture(scope="module")
 def open_app(classifier_run):
-    from tunelab.app import create_app as create_web_app, open_runs
+    from tunelab.serving.app import create_app as create_web_app
+    from tunelab.serving.app import open_runs
 
     server = Server(create_web_app(open_runs([str(classifier_run)]), api_key=SECRET))
     yield server
@@ -307,7 +309,8 @@ def test_the_apps_page_trades_the_key_for_a_cookie_once(open_app):
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "127.0.0.1.evil.example", "localhost.evil.example",
                                   "10.0.0.1"])
 def test_servers_on_loopback_refuse_other_host_names(classifier_run, host):
-    from tunelab.app import create_app as create_web_app, open_runs
+    from tunelab.serving.app import create_app as create_web_app
+    from tunelab.serving.app import open_runs
 
     servers = [Server(create_app(load_run(classifier_run), ServeSettings(), "intents")),
                Server(create_web_app(open_runs([str(classifier_run)])))]
@@ -323,7 +326,8 @@ def test_servers_on_loopback_refuse_other_host_names(classifier_run, host):
 
 
 def test_an_allowed_host_name_is_answered_and_others_still_refused(classifier_run):
-    from tunelab.app import create_app as create_web_app, open_runs
+    from tunelab.serving.app import create_app as create_web_app
+    from tunelab.serving.app import open_runs
 
     servers = [Server(create_app(load_run(classifier_run), ServeSettings(allowed_hosts=("tunnel.local",)), "intents")),
                Server(create_web_app(open_runs([str(classifier_run)]), allowed_hosts=("tunnel.local",)))]

@@ -7,10 +7,10 @@ import httpx
 import pytest
 
 from conftest import Server, train_config
-from tunelab import train
 from tunelab.config import load_config
 from tunelab.inference import classify, generate, load_run
-from tunelab.serve import ServeSettings, create_app
+from tunelab.serving import ServeSettings, create_app
+from tunelab.training import train
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def test_a_request_running_too_long_is_cut_with_504(causal_run):
 
 
 def test_serve_cli_binds_loopback_by_default_and_refuses_missing_runs(tmp_path, run_cli):
-    from tunelab.cli import build_parser
+    from tunelab.cli.commands import build_parser
 
     args = build_parser().parse_args(["serve", str(tmp_path)])
     assert args.host == "127.0.0.1" and args.port == 8000 and args.max_batch_size == 16
@@ -207,16 +207,16 @@ def test_slow_clients_do_not_stall_the_others(classifier_server):
 def test_a_client_leaving_mid_stream_stops_its_generation(causal_run, monkeypatch):
     import time
 
-    import tunelab.serve.worker
+    import tunelab.serving.worker
 
     checks = []
 
-    class Recorded(tunelab.serve.worker.StopWhen):
+    class Recorded(tunelab.serving.worker.StopWhen):
         def __call__(self, input_ids, scores, **kwargs):
             checks.append(self.event.is_set())
             return super().__call__(input_ids, scores, **kwargs)
 
-    monkeypatch.setattr(tunelab.serve.worker, "StopWhen", Recorded)
+    monkeypatch.setattr(tunelab.serving.worker, "StopWhen", Recorded)
     server = Server(create_app(causal_run, ServeSettings(max_tokens_cap=200), "tiny"))
     worker = server.server.config.app.state.worker
     try:
@@ -241,7 +241,7 @@ def test_a_bug_still_answers_json_500_and_logs_its_traceback(capsys):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from tunelab.web import json_500
+    from tunelab.serving.web import json_500
 
     app = FastAPI()
     json_500(app)
@@ -260,7 +260,7 @@ def test_a_stream_goes_on_when_decoding_more_tokens_rewrites_the_text_sent():
     """Tokenizers that tidy spaces turn "do n" into "don't" once the next token comes; the stream must not stop."""
     import torch
 
-    from tunelab.serve.streams import PostingStreamer
+    from tunelab.serving.streams import PostingStreamer
 
     class Tidying:
         eos_token_id = 0

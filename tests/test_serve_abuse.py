@@ -13,11 +13,12 @@ import httpx
 import pytest
 
 from conftest import Server
-from tunelab.app import create_app as create_web_app, open_runs
-from tunelab.batching import MicroBatcher
 from tunelab.inference import load_run
-from tunelab.serve import ServeSettings, create_app
-from tunelab.web import Timeouts
+from tunelab.serving import ServeSettings, create_app
+from tunelab.serving.app import create_app as create_web_app
+from tunelab.serving.app import open_runs
+from tunelab.serving.batching import MicroBatcher
+from tunelab.serving.web import Timeouts
 
 HANG = 30  # seconds: an answer that takes longer than this is a hang (the servers' own limit is 60 s)
 
@@ -64,17 +65,17 @@ def test_the_input_cap_covers_prompts_and_choices(causal_server):
 
 
 def test_health_answers_while_a_big_request_is_being_prepared(causal_server, monkeypatch):
-    import tunelab.serve.worker
+    import tunelab.serving.worker
 
     started, release = threading.Event(), threading.Event()
-    real = tunelab.serve.worker.render_prompt
+    real = tunelab.serving.worker.render_prompt
 
     def slow_render(loaded, prompt):
         started.set()
         release.wait(HANG)
         return real(loaded, prompt)
 
-    monkeypatch.setattr(tunelab.serve.worker, "render_prompt", slow_render)
+    monkeypatch.setattr(tunelab.serving.worker, "render_prompt", slow_render)
     with ThreadPoolExecutor(1) as pool:
         big = pool.submit(httpx.post, causal_server.url + "/v1/completions",
                           json={"prompt": ["Say alpha. " * 50] * 4, "max_tokens": 2}, timeout=HANG * 2)

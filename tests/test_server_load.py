@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from conftest import free_port, train_config, wait_healthy
-from tunelab import train
 from tunelab.config import load_config
-from tunelab.modeling import peak_rss_mb
+from tunelab.machine import peak_rss_mb
+from tunelab.training import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from reliability import API_KEY, abuse_plan, current_rss_mb, hammer, summarize  # noqa: E402

@@ -3,8 +3,14 @@
 import pytest
 
 from tunelab.data.tokenize import (
-    DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX, EncodeStats, chat_segments, encode_causal, encode_classification,
-    ensure_chat_template, pack,
+    DEFAULT_CHAT_TEMPLATE,
+    IGNORE_INDEX,
+    EncodeStats,
+    chat_segments,
+    encode_causal,
+    encode_classification,
+    ensure_chat_template,
+    pack,
 )
 
 
@@ -117,7 +123,7 @@ def test_packing_keeps_example_boundaries(tokenizer):
 def test_classification_encoding_uses_special_tokens_and_truncates():
     from transformers import AutoTokenizer
 
-    from tunelab.models import resolve_model
+    from tunelab.models.resolve import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("builtin:minilm"))
     stats = EncodeStats()

@@ -7,10 +7,10 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import train_config
-from tunelab import train
 from tunelab.config import load_config
-from tunelab.methods import METHODS, MethodContext, build_model
-from tunelab.modeling import Device
+from tunelab.machine import Device
+from tunelab.training import train
+from tunelab.training.methods import METHODS, MethodContext, build_model
 
 CPU = Device("cpu", False, "cpu")
 
@@ -144,8 +144,8 @@ def test_resume_refuses_a_changed_config(tmp_path, tiny_bert):
 def test_merged_logits_equal_adapter_logits(tmp_path, tiny_bert):
     from transformers import AutoModelForSequenceClassification
 
-    from tunelab import merge
     from tunelab.inference import load_run
+    from tunelab.quantization import merge
 
     # init_lora_weights=false starts B random, so the adapter changes outputs even before training.
     cfg = load_config(train_config(tmp_path, tiny_bert, lora={"init_lora_weights": False},
@@ -219,8 +219,8 @@ def test_every_method_runs_two_steps(tmp_path, tiny_bert, tiny_llama, task, meth
     else:
         assert 0 < metrics["trainable_params"] < metrics["total_params"]
     if method in ("qlora", "lora-8bit"):
-        from tunelab import merge
         from tunelab.errors import RunFolderError
+        from tunelab.quantization import merge
 
         with pytest.raises(RunFolderError, match="--full-precision"):
             merge.run(run_dir)
@@ -252,14 +252,14 @@ def test_init_from_continues_an_existing_adapter(tmp_path, tiny_bert):
 
 
 def test_cpu_never_uses_half_precision_and_threads_follow_the_config(tmp_path, tiny_bert):
-    from tunelab.modeling import choose_device, set_threads
+    from tunelab.machine import choose_device, set_threads
 
     cfg = load_config(train_config(tmp_path, tiny_bert), ["train.device=cpu", "train.threads=1"])
-    device = choose_device(cfg)
+    device = choose_device(cfg.train.device)
     assert device.type == "cpu" and device.bf16 is False
     before = torch.get_num_threads()
     try:
-        assert set_threads(cfg) == 1 and torch.get_num_threads() == 1
+        assert set_threads(cfg.train.threads) == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
 

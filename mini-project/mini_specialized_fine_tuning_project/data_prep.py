@@ -21,11 +21,11 @@ from pathlib import Path
 
 from project import DATA, config, main_guard
 
-from tunelab import prepare
+from tunelab.data import prepare
 from tunelab.data.builtin import builtin_data_path
 from tunelab.data.report import summary_text
 from tunelab.errors import DataError
-from tunelab.runs import read_json
+from tunelab.rundir import read_json
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

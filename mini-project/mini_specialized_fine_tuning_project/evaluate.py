@@ -15,7 +15,7 @@ import sys
 
 from project import RUN, main_guard, require
 
-from tunelab import evaluate
+from tunelab.evaluation import evaluate
 from tunelab.tables import text_table
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from project import RUN, main_guard, require
 
 from tunelab.inference import classify, load_run
-from tunelab.predict import read_inputs
+from tunelab.serving.predict import read_inputs
 from tunelab.tables import text_table
 
 EXAMPLES = ["Hi, I was charged twice for the same order, can you fix it?",

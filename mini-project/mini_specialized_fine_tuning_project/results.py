@@ -18,8 +18,8 @@ from collections import Counter
 
 from project import README, RUN, require
 
-from tunelab.modeling import cpu_description
-from tunelab.runs import read_json
+from tunelab.machine import cpu_description
+from tunelab.rundir import read_json
 from tunelab.tables import markdown_table, replace_marked
 
 THRESHOLDS = (0.5, 0.7, 0.9)

@@ -16,8 +16,8 @@ import sys
 
 from project import DATA, RUN, config, main_guard, require
 
-from tunelab import train
-from tunelab.runs import read_json
+from tunelab.rundir import read_json
+from tunelab.training import train
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -2,6 +2,6 @@
 
 import sys
 
-from tunelab.cli import main
+from tunelab.cli.commands import main
 
 sys.exit(main())

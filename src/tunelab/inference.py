@@ -9,10 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunelab.config.load import validate
 from tunelab.config.schema import TunelabConfig
 from tunelab.errors import RunFolderError, TunelabError
-from tunelab.runs import COMPLETE_MARKER, read_json, run_labels
+from tunelab.machine import choose_device
+from tunelab.models.loading import align_pad_token, load_base_model, only_needed_peft_backends, silence_known_warnings
+from tunelab.quantization.quantizers import QUANTIZERS
+from tunelab.rundir import VARIANTS, RunDir, check_fresh, open_run, refuse_remote_code, variant_info_path
+from tunelab.training.methods import METHODS
 
 
 @dataclass
@@ -24,19 +27,9 @@ class LoadedRun:
     labels: list[str] | None
     format: str                  # the data format preparation detected (classification, instruction, chat, text)
 
-
-def open_run(run_dir: str | Path) -> tuple[Path, TunelabConfig]:
-    """A complete run folder and its config; refuses missing or unfinished runs clearly."""
-    import yaml
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise RunFolderError(f"{run_dir}: not a tunelab run folder (no config.yaml); train one with tunelab train")
-    if not (run_dir / COMPLETE_MARKER).exists():
-        raise RunFolderError(f"{run_dir}: the run is incomplete (training did not finish); continue it with "
-                             "tunelab train CONFIG --resume")
-    tree = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    return run_dir, validate(tree, source=str(run_dir / "config.yaml"))
+    @property
+    def run(self) -> RunDir:
+        return RunDir(self.run_dir)
 
 
 def load_run(run_dir: str | Path, variant: str | None = None, full_precision_base: bool = False,
@@ -53,57 +46,30 @@ def load_run(run_dir: str | Path, variant: str | None = None, full_precision_bas
     """
     from transformers import AutoTokenizer
 
-    from tunelab.modeling import align_pad_token, silence_known_warnings
-
     silence_known_warnings()
-    run_dir, cfg = open_run(run_dir)
-    refuse_remote_code(run_dir, cfg, trust_remote_code)
-    labels = run_labels(run_dir) if cfg.task == "classification" else None
-    tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer", trust_remote_code=cfg.model.trust_remote_code)
-    model = load_variant(run_dir, cfg, labels, variant, full_precision_base)
+    run, cfg = open_run(run_dir)
+    refuse_remote_code(run.root, cfg, trust_remote_code)
+    labels = run.labels() if cfg.task == "classification" else None
+    tokenizer = AutoTokenizer.from_pretrained(run.tokenizer_dir, trust_remote_code=cfg.model.trust_remote_code)
+    model = load_variant(run, cfg, labels, variant, full_precision_base)
     align_pad_token(model, tokenizer)
     model.eval()
-    fmt = read_json(run_dir / "data_report.json")["format"]
-    return LoadedRun(run_dir, cfg, model, tokenizer, labels, fmt)
+    return LoadedRun(run.root, cfg, model, tokenizer, labels, run.data_report()["format"])
 
 
-def refuse_remote_code(run_dir: Path, cfg: TunelabConfig, trusted: bool) -> None:
-    """Refuse a run whose config asks to run its model's own Python code, unless the user said so."""
-    if cfg.model.trust_remote_code and not trusted:
-        raise RunFolderError(f"{run_dir}: its config.yaml sets model.trust_remote_code: true, which runs Python code "
-                             "that came with the model; if you trust where this run came from, pass "
-                             "--trust-remote-code")
-
-
-def variant_folder(run_dir: Path, variant: str | None) -> Path:
-    """Where a variant's weights live (for sizes and reports)."""
-    full_model = (run_dir / "model").exists()  # full and freeze runs: model/ is already full precision
-    if variant in (None, "adapter"):
-        return run_dir / ("model" if full_model else "adapter")
-    if variant == "merged":
-        return run_dir / ("model" if full_model else "merged")
-    return run_dir / "quantized" / variant
-
-
-def load_variant(run_dir: Path, cfg: TunelabConfig, labels: list[str] | None, variant: str | None,
+def load_variant(run: RunDir, cfg: TunelabConfig, labels: list[str] | None, variant: str | None,
                  full_precision_base: bool = False):
-    from tunelab.methods import BASE_BITS
-    from tunelab.modeling import Device, load_base_model
-    from tunelab.quantize import INFO_FILE, VARIANTS, check_fresh
-    from tunelab.quantizers import QUANTIZERS
-
-    device = Device("cpu", False, "cpu")
-    folder = variant_folder(run_dir, variant)
+    run_dir = run.root
+    device = choose_device("cpu")
+    folder = run.variant_dir(variant)
     if variant in (None, "adapter"):
-        if folder.name == "model":
+        if run.full_model:
             if variant == "adapter":
                 raise RunFolderError(f"{run_dir}: a {cfg.method.name} run saves the whole model; it has no adapter")
             return load_base_model(cfg, labels, device, location=str(folder))
         from peft import PeftModel
 
-        from tunelab.modeling import only_needed_peft_backends
-
-        bits = None if full_precision_base else BASE_BITS.get(cfg.method.name)
+        bits = None if full_precision_base else METHODS[cfg.method.name].base_bits
         base = load_base_model(cfg, labels, device, bits=bits)
         with only_needed_peft_backends(base):
             return PeftModel.from_pretrained(base, folder)
@@ -113,7 +79,7 @@ def load_variant(run_dir: Path, cfg: TunelabConfig, labels: list[str] | None, va
         return load_base_model(cfg, labels, device, location=str(folder))
     if variant not in QUANTIZERS:
         raise TunelabError(f"--variant: unknown variant '{variant}'; valid: {', '.join(VARIANTS)}")
-    if not (folder / INFO_FILE).exists():
+    if not variant_info_path(folder).exists():
         raise RunFolderError(f"{run_dir}: no quantized/{variant}/ folder; write it with "
                              f"tunelab quantize {run_dir} --method {variant}")
     check_fresh(run_dir, folder)

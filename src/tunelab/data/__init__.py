@@ -1,1 +1,1 @@
-"""Data: read sources, validate rows, split, tokenize (see tunelab.prepare for the stage)."""
+"""Data: read sources, validate rows, split, tokenize (see tunelab.data.prepare for the stage)."""

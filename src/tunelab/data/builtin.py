@@ -21,7 +21,13 @@ import re
 from pathlib import Path
 
 from tunelab.data.builtin_replies import (
-    GREETING, INSTRUCTION, POLICIES, REPLIES, SIGN_OFF, house_reply, order_number,
+    GREETING,
+    INSTRUCTION,
+    POLICIES,
+    REPLIES,
+    SIGN_OFF,
+    house_reply,
+    order_number,
 )
 from tunelab.data.builtin_templates import CLOSERS, CONTEXTS, INTENTS, OPENERS, SLOTS
 

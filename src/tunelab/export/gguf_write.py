@@ -21,13 +21,13 @@ import gguf
 import numpy as np
 
 from tunelab import __version__
+from tunelab.errors import ExportError
 from tunelab.export.architectures import Architecture, architecture_for, gguf_tensors
 from tunelab.export.dtypes import GGUFDtype, dtype_entry
-from tunelab.errors import ExportError
 from tunelab.export.modelfile import ollama_name, write_modelfile
 from tunelab.export.verify import Verification, verify_gguf
 from tunelab.export.vocab import Vocabulary, vocabulary, write_vocabulary
-from tunelab.runs import make_readable
+from tunelab.rundir import make_readable
 
 
 @dataclass

@@ -16,10 +16,11 @@ from typing import Callable
 from peft import PeftModel
 
 from tunelab import __version__
-from tunelab.export.dtypes import FORMATS, dtype_entry
 from tunelab.errors import ExportError
+from tunelab.export.dtypes import FORMATS, dtype_entry
 from tunelab.export.gguf_write import ExportResult, check_target, export_gguf
-from tunelab.inference import load_run, open_run
+from tunelab.inference import load_run
+from tunelab.rundir import open_run
 
 EXPORT_FOLDER = "export"  # RUN/export/: where exports go unless --out says otherwise
 
@@ -41,7 +42,8 @@ def run(run_dir: str | Path, fmt: str = "gguf", dtype: str = "f16", out: str | P
     if fmt not in FORMATS:
         raise ExportError(f"--format: unknown format '{fmt}'; valid: {', '.join(FORMATS)}")
     dtype_entry(dtype)  # an unknown dtype or a bad --out fails before the model loads
-    run_dir, cfg = open_run(run_dir)
+    run, cfg = open_run(run_dir)
+    run_dir = run.root
     target = check_target(out) if out else default_path(run_dir, dtype)
     if cfg.task != "causal_lm":
         raise ExportError(f"{run_dir}: a {cfg.task} run; GGUF export is for causal-LM runs (task: causal_lm)")

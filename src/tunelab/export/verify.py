@@ -15,10 +15,9 @@ from pathlib import Path
 
 import gguf
 
-from tunelab.errors import ModelLoadError
+from tunelab.errors import ExportError, ModelLoadError
 from tunelab.export.architectures import ARCHITECTURES
 from tunelab.export.dtypes import GGUFDtype
-from tunelab.errors import ExportError
 
 # Texts whose token ids must match: words, digits, punctuation, runs of spaces, newlines, non-ASCII.
 CHECK_TEXTS = ("The quick brown fox jumps over the lazy dog.", "Order #12345 costs $67.89 -- 3x faster!",
@@ -84,7 +83,7 @@ def _load(path: Path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunelab.modeling import quietly
+    from tunelab.models.loading import quietly
 
     tokenizer = quietly(AutoTokenizer.from_pretrained, path.parent, gguf_file=path.name)
     with contextlib.redirect_stderr(io.StringIO()):  # transformers' dequantizing bar ignores its own switch

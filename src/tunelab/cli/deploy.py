@@ -1,0 +1,185 @@
+"""The deployment commands: quantize, export, serve and app (registered in ``tunelab.cli.commands.COMMANDS``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from tunelab.cli.args import Command, non_negative_float, positive_int, run_argument, trust_argument, variant_argument
+
+
+def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
+    from tunelab.config.schema import QUANTIZE_METHODS
+
+    run_argument(parser)
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="quantize.* or quantization.* settings, e.g. quantize.group_size=64 quantize.bits=8")
+    parser.add_argument("--method", help=f"comma-separated methods: {', '.join(QUANTIZE_METHODS)} (default: the "
+                                         "run's quantize.methods, int8,nf4,dynamic-int8). gptq needs "
+                                         "pip install 'tunelab[gptq]'")
+    parser.add_argument("--compare", action="store_true",
+                        help="measure every variant against the fp32 model on the test split (size, memory, "
+                             "latency, throughput, quality, agreement); writes RUN/quantization.json and .md")
+    parser.add_argument("--split", choices=["validation", "test"], default=None,
+                        help="split --compare measures (default: the run's eval.split)")
+    parser.add_argument("--max-examples", type=positive_int, default=None,
+                        help="--compare: score only the first N examples")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where quantizing runs: cpu (default) or cuda (GPTQ calibrates much faster on a GPU); "
+                             "dynamic-int8 is CPU only. The saved copies load on either; --compare measures on "
+                             "the CPU")
+    parser.add_argument("--force", action="store_true", help="quantize again even if an up-to-date copy exists")
+    trust_argument(parser)
+
+
+def _quantize(args: argparse.Namespace) -> None:
+    from tunelab.quantization import compare as quantize_compare
+    from tunelab.quantization import quantize
+    from tunelab.rundir import open_run
+
+    methods = [m.strip() for m in args.method.split(",") if m.strip()] if args.method is not None else None
+    written = quantize.run(args.run, methods, args.overrides, args.device, args.force, echo=print,
+                           trust_remote_code=args.trust_remote_code)
+    if args.compare:
+        run, cfg = open_run(args.run)
+        report = quantize_compare.compare(run.root, quantize.with_overrides(cfg, args.overrides), list(written),
+                                          args.split, args.max_examples, echo=print,
+                                          trust_remote_code=args.trust_remote_code)
+        print(quantize_compare.summary_text(report))
+        print(f"wrote {run.quantization_report_path} and {run.quantization_markdown_path.name}")
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    from tunelab.export.dtypes import DTYPES, FORMATS
+
+    run_argument(parser)
+    parser.add_argument("--format", choices=FORMATS, default="gguf",
+                        help="file format: gguf (default), one file llama.cpp and Ollama run")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="f16",
+                        help="weight type: " + "; ".join(f"{name}: {d.description}" for name, d in DTYPES.items())
+                             + " (default f16; norms stay fp32 in both)")
+    parser.add_argument("--out", metavar="FILE.gguf", default=None,
+                        help="file to write (default RUN/export/model-<dtype>.gguf); an Ollama Modelfile is "
+                             "written beside it, replacing one there")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip the read-back check. By default the file is loaded again with transformers "
+                             "before it is put in place, and must give the same token ids, chat template and, "
+                             "within the dtype's rounding, the same logits on a short prompt as the merged fp32 "
+                             "model. It holds a second fp32 copy of the model in memory and takes longer than "
+                             "writing (SmolLM2-135M: 2 s to write, 30 s to check on 2 CPU cores, mostly "
+                             "transformers parsing the file)")
+    trust_argument(parser)
+
+
+def _export(args: argparse.Namespace) -> None:
+    from tunelab.export import pipeline
+
+    written = pipeline.run(args.run, args.format, args.dtype, args.out, verify=not args.no_verify,
+                           trust_remote_code=args.trust_remote_code, echo=print)
+    print(written)
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    from tunelab.serving import ServeSettings
+
+    defaults = ServeSettings()
+    run_argument(parser)
+    variant_argument(parser)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1, this machine only; 0.0.0.0 opens it to the "
+                             "network and needs an API key)")
+    parser.add_argument("--port", type=positive_int, default=8000, help="port (default 8000)")
+    _key_and_trust_arguments(parser, "require 'Authorization: Bearer KEY' on every route but /health")
+    parser.add_argument("--max-batch-size", type=positive_int, default=defaults.max_batch_size,
+                        help=f"concurrent requests sharing one forward pass (default {defaults.max_batch_size}; "
+                             "1 turns micro-batching off)")
+    parser.add_argument("--max-wait-ms", type=non_negative_float, default=defaults.max_wait_ms,
+                        help=f"how long a batch waits for more requests (default {defaults.max_wait_ms:g} ms)")
+    parser.add_argument("--max-tokens-cap", type=positive_int, default=defaults.max_tokens_cap,
+                        help=f"largest max_tokens a request may ask for (default {defaults.max_tokens_cap})")
+    parser.add_argument("--max-inputs", type=positive_int, default=defaults.max_inputs,
+                        help=f"texts per /v1/classify call, and prompts x n per completion call "
+                             f"(default {defaults.max_inputs})")
+    parser.add_argument("--timeout", type=positive_int, default=int(defaults.timeout_s),
+                        help=f"seconds before a request is cut with 504 (default {defaults.timeout_s:g})")
+    parser.add_argument("--max-body-bytes", type=positive_int, default=defaults.max_body_bytes,
+                        help=f"larger request bodies are refused with 413 (default {defaults.max_body_bytes:,})")
+
+
+def _key_and_trust_arguments(parser: argparse.ArgumentParser, key_help: str) -> None:
+    parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                        help="bound to a loopback address, only requests whose Host header is localhost, 127.0.0.1 "
+                             "or [::1] are answered (a web page that rebinds its own name to 127.0.0.1 is not); "
+                             "also answer NAME, e.g. the name a reverse proxy or SSH tunnel on this machine uses "
+                             "(repeatable)")
+    parser.add_argument("--api-key", default=os.environ.get("TUNELAB_API_KEY"),
+                        help=f"{key_help} (default: $TUNELAB_API_KEY, none when unset; prefer the variable, since "
+                             "other users can read command lines with ps; required with a --host other than a "
+                             "loopback address)")
+    trust_argument(parser)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from tunelab import serving as serve
+    from tunelab.secrets import add_secret
+
+    add_secret(args.api_key)
+    settings = serve.ServeSettings(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+                                   max_tokens_cap=args.max_tokens_cap, max_inputs=args.max_inputs,
+                                   timeout_s=float(args.timeout), api_key=args.api_key,
+                                   max_body_bytes=args.max_body_bytes, allowed_hosts=tuple(args.allowed_host))
+    serve.run(args.run, args.variant, args.host, args.port, settings, trust_remote_code=args.trust_remote_code)
+
+
+def _app_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="finished run folders the page may show (and only these)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1, this machine only; another needs an API key)")
+    parser.add_argument("--port", type=positive_int, default=7860, help="port (default 7860)")
+    _key_and_trust_arguments(parser, "require the key on every route: open /?key=KEY once in the browser")
+
+
+def _app(args: argparse.Namespace) -> None:
+    from tunelab.secrets import add_secret
+    from tunelab.serving import app
+
+    add_secret(args.api_key)
+    app.run(args.runs, args.host, args.port, api_key=args.api_key, trust_remote_code=args.trust_remote_code,
+            allowed_hosts=tuple(args.allowed_host))
+
+
+DEPLOY_COMMANDS: dict[str, Command] = {
+    "quantize": Command("deployable 8-bit, 4-bit NF4, GPTQ and CPU int8 copies of a run, measured against fp32",
+                        _quantize_arguments, _quantize,
+                        "Merges the run's adapter into the fp32 base (RUN/merged/), then writes one folder per "
+                        "method under RUN/quantized/ (safetensors; int8, nf4 and gptq also load with plain "
+                        "from_pretrained). With --compare, measures each against the fp32 model in its own "
+                        "process and writes RUN/quantization.json and quantization.md. Methods: int8 "
+                        "(bitsandbytes LLM.int8), nf4 (bitsandbytes 4-bit NF4), gptq (GPTQ calibrated on the "
+                        "run's training data), dynamic-int8 (PyTorch int8 kernels, the fast one on CPUs)."),
+    "export": Command("one GGUF file of a run's merged model, for llama.cpp and Ollama (f16 or q8_0)",
+                      _export_arguments, _export,
+                      "Folds the run's adapter into the fp32 base (as tunelab merge does; full and freeze runs "
+                      "use model/) and writes the model and tokenizer as one GGUF file, "
+                      "RUN/export/model-<dtype>.gguf unless --out says otherwise, with an Ollama Modelfile "
+                      "beside it. The file is written under a temporary name and renamed into place only once "
+                      "complete and checked, so a failure leaves nothing behind. Supported: Llama-architecture "
+                      "causal LMs with a byte-level BPE tokenizer (SmolLM2, tunelab's tiny models and the like) "
+                      "and plain RoPE; anything else exits with code 2 and says what is supported. See "
+                      "docs/export.md."),
+    "serve": Command("serve a run over HTTP: OpenAI-compatible completions and chat, or /v1/classify",
+                     _serve_arguments, _serve,
+                     "FastAPI + uvicorn on 127.0.0.1 by default. Causal-LM runs: /v1/completions, "
+                     "/v1/chat/completions (stream: true for server-sent events; stop, n, seed), /v1/models, so "
+                     "the official openai client works against it (base_url http://127.0.0.1:8000/v1); "
+                     "parameters it does not implement get a 400 naming them. Classification runs: "
+                     "/v1/classify with {\"input\": \"text\"} or {\"input\": [\"text\", ...]}. /health for "
+                     "both. Concurrent requests are micro-batched. Needs pip install 'tunelab[serve]'."),
+    "app": Command("a web page to try runs side by side (base, fine-tuned, quantized) and read their metrics",
+                   _app_arguments, _app,
+                   "Serves one self-contained page on 127.0.0.1:7860: type a text and see the base model, the "
+                   "fine-tuned model and each quantized copy answer, with latency; a dashboard with the run's "
+                   "training, evaluation and quantization numbers (run tunelab evaluate and tunelab quantize "
+                   "--compare first to fill it). Only the runs named here can be picked. Needs pip install "
+                   "'tunelab[serve]'."),
+}

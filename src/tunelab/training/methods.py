@@ -1,0 +1,163 @@
+"""Fine-tuning methods: a registry from ``method.name`` to a ``Method`` entry that builds the trainable
+model and carries the method's facts (the adapter PEFT saves, the base's bits while training, the paper).
+
+Every function takes a ``MethodContext`` and returns the model to train, with exactly the
+parameters the method trains marked ``requires_grad``. PEFT does the adapter work under its
+own names; for classification the new head is trained with every method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch.nn as nn
+
+from tunelab.config.schema import TunelabConfig
+from tunelab.errors import TunelabError
+from tunelab.machine import Device
+from tunelab.models.kbit import keep_trainable_on_cpu
+from tunelab.models.loading import load_base_model, only_needed_peft_backends, transformer_layers
+
+
+@dataclass
+class MethodContext:
+    cfg: TunelabConfig
+    labels: list[str] | None     # classification label names in id order; None for causal LM
+    device: Device
+    total_steps: int             # optimizer steps the run will take (AdaLoRA's schedule needs it)
+
+    def load(self, bits: int | None = None):
+        return load_base_model(self.cfg, self.labels, self.device, bits)
+
+
+def full(ctx: MethodContext) -> nn.Module:
+    """Full fine-tuning: every weight is trained."""
+    model = ctx.load()
+    model.requires_grad_(True)
+    return model
+
+
+def freeze(ctx: MethodContext) -> nn.Module:
+    """Train only the top ``train.freeze_layers_trainable`` transformer layers, the final norm and the head."""
+    model = ctx.load()
+    model.requires_grad_(False)
+    layers = transformer_layers(model)
+    keep = ctx.cfg.train.freeze_layers_trainable
+    for layer in list(layers)[len(layers) - keep:] if keep else []:
+        layer.requires_grad_(True)
+    # Also train what sits after the stack (final norm, BERT's pooler) and outside the body (the head).
+    in_layers = {id(p) for p in layers.parameters()}
+    prefix = model.base_model_prefix
+    for name, param in model.named_parameters():
+        in_body = name.startswith(f"{prefix}.")
+        embedding = any(key in name for key in ("embed", ".wte.", ".wpe."))
+        if not in_body or (id(param) not in in_layers and not embedding):
+            param.requires_grad_(True)
+    return model
+
+
+def lora_config(ctx: MethodContext, config_class=None, **extra):
+    """PEFT config from the ``lora`` section (PEFT's own field names)."""
+    from peft import LoraConfig, TaskType
+
+    lora = ctx.cfg.lora
+    task_type = TaskType.SEQ_CLS if ctx.cfg.task == "classification" else TaskType.CAUSAL_LM
+    fields = dict(lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+                  target_modules=lora.target_modules, bias=lora.bias, modules_to_save=lora.modules_to_save,
+                  init_lora_weights=lora.init_lora_weights, task_type=task_type)
+    if config_class is None:  # AdaLoRA sets its ranks through init_r / target_r instead
+        config_class = LoraConfig
+        fields.update(r=lora.r, use_rslora=lora.use_rslora, use_dora=lora.use_dora)
+    fields.update(extra)
+    return config_class(**fields)
+
+
+def _with_adapter(ctx: MethodContext, model: nn.Module, config) -> nn.Module:
+    from peft import PeftModel, get_peft_model
+
+    with only_needed_peft_backends(model):
+        if ctx.cfg.method.init_from:
+            # Continue from an existing adapter: its own config, weights trainable.
+            return PeftModel.from_pretrained(model, ctx.cfg.method.init_from, is_trainable=True)
+        return get_peft_model(model, config)
+
+
+def lora(ctx: MethodContext, **extra) -> nn.Module:
+    """LoRA: a trainable low-rank update BA beside each frozen target weight (arXiv 2106.09685)."""
+    return _with_adapter(ctx, ctx.load(), lora_config(ctx, **extra))
+
+
+def dora(ctx: MethodContext) -> nn.Module:
+    """DoRA: LoRA on the direction plus a trained magnitude per output (arXiv 2402.09353)."""
+    return lora(ctx, use_dora=True)
+
+
+def rslora(ctx: MethodContext) -> nn.Module:
+    """rsLoRA: LoRA scaled by lora_alpha / sqrt(r), stable at high ranks (arXiv 2312.03732)."""
+    return lora(ctx, use_rslora=True)
+
+
+def adalora(ctx: MethodContext) -> nn.Module:
+    """AdaLoRA: starts at rank 1.5 r and prunes to an average of r by importance (arXiv 2303.10512).
+
+    The budget schedule is derived from the real step count: 10% warm-up at the initial
+    rank, pruning until 70% of training, then the final ranks are fixed. The training loop
+    calls ``update_and_allocate`` after every optimizer step.
+    """
+    from peft import AdaLoraConfig
+
+    steps = max(ctx.total_steps, 10)
+    tinit, tfinal = max(1, steps // 10), max(1, int(steps * 0.3))
+    config = lora_config(ctx, AdaLoraConfig, init_r=max(ctx.cfg.lora.r * 3 // 2, ctx.cfg.lora.r + 1),
+                         target_r=ctx.cfg.lora.r, tinit=tinit, tfinal=tfinal, deltaT=max(1, steps // 50),
+                         total_step=steps)
+    return _with_adapter(ctx, ctx.load(), config)
+
+
+def kbit_lora(ctx: MethodContext) -> nn.Module:
+    """LoRA on a frozen base quantized to the method's ``base_bits``: QLoRA's 4-bit NF4 with double
+    quantization (arXiv 2305.14314) or LLM.int8() (arXiv 2208.07339)."""
+    from peft import prepare_model_for_kbit_training
+
+    model = ctx.load(bits=METHODS[ctx.cfg.method.name].base_bits)
+    keep_trainable_on_cpu(model)
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=ctx.cfg.train.gradient_checkpointing)
+    return _with_adapter(ctx, model, lora_config(ctx))
+
+
+@dataclass(frozen=True)
+class Method:
+    """One fine-tuning method: how to build its trainable model, and the facts other stages need."""
+
+    build: Callable[[MethodContext], nn.Module]
+    peft_type: str | None           # PEFT's PeftType of the saved adapter; None: the whole model is saved
+    base_bits: int | None = None    # bits per frozen base weight while training (None: fp32)
+    paper: str | None = None        # where the method comes from
+
+    @property
+    def saves_adapter(self) -> bool:
+        return self.peft_type is not None
+
+
+# method.name -> Method; the config schema's METHOD_NAMES lists the same names (tests/training check it).
+METHODS: dict[str, Method] = {
+    "full": Method(full, None),
+    "freeze": Method(freeze, None),
+    "lora": Method(lora, "LORA", paper="https://arxiv.org/abs/2106.09685"),
+    "dora": Method(dora, "LORA", paper="https://arxiv.org/abs/2402.09353"),
+    "rslora": Method(rslora, "LORA", paper="https://arxiv.org/abs/2312.03732"),
+    "adalora": Method(adalora, "ADALORA", paper="https://arxiv.org/abs/2303.10512"),
+    "qlora": Method(kbit_lora, "LORA", base_bits=4, paper="https://arxiv.org/abs/2305.14314"),
+    "lora-8bit": Method(kbit_lora, "LORA", base_bits=8, paper="https://arxiv.org/abs/2208.07339"),
+}
+
+
+def build_model(ctx: MethodContext) -> nn.Module:
+    """Build the trainable model for ``method.name``."""
+    name = ctx.cfg.method.name
+    if name not in METHODS:
+        raise TunelabError(f"method.name: unknown method '{name}'; valid: {', '.join(METHODS)}")
+    if ctx.cfg.method.init_from and not METHODS[name].saves_adapter:
+        raise TunelabError(f"method.init_from: continuing from an adapter needs an adapter method, not '{name}'")
+    return METHODS[name].build(ctx)
