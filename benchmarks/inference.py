@@ -28,11 +28,10 @@ from pathlib import Path
 from common import RESULTS, ROOT, WORK, machine
 
 from tunelab.config import load_config
-from tunelab.inference import open_run
 from tunelab.models.tiny import make_tiny_model
 from tunelab.quantization import compare as quantize_compare
 from tunelab.quantization import quantize
-from tunelab.rundir import versions
+from tunelab.rundir import open_run, versions
 from tunelab.tables import markdown_table
 from tunelab.training import train
 

@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--bad-share", type=float, default=0.1, help="share of malformed requests (default 0.1)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve_load.json"))
     args = parser.parse_args()
-    from tunelab.inference import open_run
+    from tunelab.rundir import open_run
     from tunelab.serving import ServeSettings
 
     _, cfg = open_run(args.run)

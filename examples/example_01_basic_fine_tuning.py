@@ -25,7 +25,7 @@ import argparse
 import json
 import sys
 
-from tunelab.cli.commands import report_problems
+from tunelab.cli import report_problems
 from tunelab.config import from_dict
 from tunelab.errors import TunelabError
 from tunelab.evaluation import evaluate

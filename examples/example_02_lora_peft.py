@@ -32,7 +32,7 @@ from pathlib import Path
 
 from common import add_model_and_data_arguments, data_section
 
-from tunelab.cli.commands import report_problems
+from tunelab.cli import report_problems
 from tunelab.config import from_dict, to_yaml
 from tunelab.errors import TunelabError
 from tunelab.studies import bakeoff

@@ -31,14 +31,14 @@ import sys
 
 from common import add_model_and_data_arguments, data_section
 
-from tunelab.cli.commands import report_problems
+from tunelab.cli import report_problems
 from tunelab.config import from_dict
 from tunelab.config.schema import QUANTIZE_METHODS
 from tunelab.errors import TunelabError
-from tunelab.inference import open_run
 from tunelab.quantization import compare as quantize_compare
 from tunelab.quantization import quantize
 from tunelab.quantization.quantizers import installed
+from tunelab.rundir import open_run
 from tunelab.training import train
 
 

@@ -31,7 +31,7 @@ import json
 import sys
 from pathlib import Path
 
-from tunelab.cli.commands import report_problems
+from tunelab.cli import report_problems
 from tunelab.config import from_dict
 from tunelab.data import prepare
 from tunelab.data.builtin import builtin_data_path

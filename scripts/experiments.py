@@ -24,12 +24,11 @@ from pathlib import Path
 
 from tunelab.config import load_config, to_yaml
 from tunelab.errors import TunelabError
-from tunelab.inference import open_run
 from tunelab.machine import cpu_count, cpu_description
 from tunelab.quantization import compare as quantize_compare
 from tunelab.quantization import quantize
 from tunelab.quantization.quantizers import installed
-from tunelab.rundir import read_json, versions, write_json
+from tunelab.rundir import open_run, read_json, versions, write_json
 from tunelab.studies import advise, bakeoff, sweep
 from tunelab.tables import fmt, markdown_table, replace_marked
 

@@ -143,7 +143,7 @@ def classifier_dir(tmp_path_factory, tiny_bert) -> Path:
 class Server:
     """A real uvicorn server on a free loopback port, in a thread; stopped by ``stop``.
 
-    With ``timeouts``, it is set up as tunelab's servers set themselves up (``web.uvicorn_server``,
+    With ``timeouts``, it is set up as tunelab's servers set themselves up (``tunelab.serving.web.uvicorn_server``,
     with its deadlines on request heads and idle connections).
     """
 

@@ -18,8 +18,9 @@ def metric_row(base: float, tuned: float, ci95: list[float], lower_is_better: bo
 
 
 def write_run(folder: Path, labels: list[str] | None = None, metrics: dict | None = None, split: str = "test",
-              examples="4", predictions: list[dict] | None = None, quantization: dict | None = None) -> Path:
-    """A finished, evaluated classification run folder."""
+              examples="4", predictions: list[dict] | None = None, quantization: dict | None = None,
+              steps: list[dict] | None = None) -> Path:
+    """A finished, evaluated classification run folder; ``steps``: its training log (default: two steps)."""
     labels = labels or ["alpha", "beta", "gamma"]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text("task: classification\n", encoding="utf-8")
@@ -35,8 +36,8 @@ def write_run(folder: Path, labels: list[str] | None = None, metrics: dict | Non
         "metrics": metrics or {"accuracy": metric_row(0.5, 0.75, [0.1, 0.4]),
                                "macro_f1": metric_row(0.4, 0.7, [0.1, 0.5])},
         "confusion_matrix": {"labels": labels, "base": matrix, "tuned": matrix}})
-    steps = [{"step": 2, "epoch": 0.5, "loss": 1.1}, {"step": 4, "epoch": 1.0, "loss": 0.9},
-             {"step": 4, "epoch": 1.0, "eval_loss": 0.8, "eval_accuracy": 0.5}]
+    steps = steps or [{"step": 2, "epoch": 0.5, "loss": 1.1}, {"step": 4, "epoch": 1.0, "loss": 0.9},
+                      {"step": 4, "epoch": 1.0, "eval_loss": 0.8, "eval_accuracy": 0.5}]
     (folder / "train_log.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps), encoding="utf-8")
     predictions = predictions or [{"input": f"text {i}", "reference": labels[i % n], "base_output": labels[0],
                                    "tuned_output": labels[i % n]} for i in range(4)]

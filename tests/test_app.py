@@ -102,16 +102,16 @@ def test_the_page_in_headless_chromium(app_server, tmp_path):
 
 
 def test_causal_runs_answer_with_the_base_and_the_tuned_model(tmp_path, tiny_llama, monkeypatch):
+    import tunelab.inference
     from tunelab.inference import generate, load_run
-    from tunelab.models import loading as modeling
 
     run_dir = train.run(load_config(train_config(tmp_path, tiny_llama, task="causal_lm", method={"name": "full"},
                                                  train={"max_steps": 2})))
     runs = open_runs([str(run_dir)])
     first = runs[0].answer("Say alpha.")
     loads = []
-    real = modeling.load_base_model
-    monkeypatch.setattr(modeling, "load_base_model", lambda *a, **k: loads.append(a) or real(*a, **k))
+    real = tunelab.inference.load_base_model
+    monkeypatch.setattr(tunelab.inference, "load_base_model", lambda *a, **k: loads.append(a) or real(*a, **k))
     second = runs[0].answer("Say alpha.")
     assert loads == [], "the models must stay loaded between requests"
     assert [o["model"] for o in first] == ["base", "fine-tuned"]

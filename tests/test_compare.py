@@ -67,4 +67,4 @@ def test_bad_methods_and_axes_are_user_errors(tmp_path, tiny_bert, run_cli):
     code, _, err = run_cli("sweep", config, "lora.r")
     assert code == 2 and "sweep axis looks like" in err
     code, _, err = run_cli("sweep", config, "lora.rank=2,4")
-    assert code == 2 and "did you mean 'r'" in err
+    assert code == 2 and "lora.rank: unknown key; did you mean 'r'?" in err

@@ -59,11 +59,23 @@ def test_sliding_window_scores_every_token_once(tiny_llama, monkeypatch):
     assert window_nll > 0 and window_nll == pytest.approx(full_nll, rel=0.2)
 
 
-def test_evaluate_refuses_unknown_split(tmp_path, tiny_bert, run_cli):
-    run_dir = train.run(load_config(train_config(tmp_path, tiny_bert, train={"max_steps": 1, "eval_strategy": "no"})))
-    with pytest.raises(SystemExit) as caught:  # argparse's own usage error
-        run_cli("evaluate", run_dir, "--split", "dev")
+def test_evaluate_split_takes_only_the_three_splits(capsys):
+    import re
+
+    from tunelab.cli.commands import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["evaluate", "runs/x"]).split is None  # the run's eval.split decides
+    for split in ("train", "validation", "test"):
+        assert parser.parse_args(["evaluate", "runs/x", "--split", split]).split == split
+    with pytest.raises(SystemExit) as caught:  # argparse's own usage error, before anything is loaded
+        parser.parse_args(["evaluate", "runs/x", "--split", "dev"])
     assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: tunelab evaluate")
+    # Python 3.12.8+ prints the choices unquoted
+    assert re.search(r"tunelab evaluate: error: argument --split: invalid choice: 'dev' "
+                     r"\(choose from '?train'?, '?validation'?, '?test'?\)$", err.strip()), err
 
 
 def test_printed_table_warns_when_tuned_is_worse():

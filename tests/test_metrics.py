@@ -117,3 +117,66 @@ def test_rouge_and_exact_match_have_the_values_worked_out_by_hand():
     assert GENERATION_METRICS["rouge2"](outputs, references) == pytest.approx(1 / 3)
     assert GENERATION_METRICS["exact_match"](["Hello  World", "x", "a b"], ["hello world", "y", "A B "]) == \
         pytest.approx(2 / 3)
+
+
+# refs/preds over 4 classes: class 2 ("c") is never predicted, class 3 ("d") occurs in neither list.
+# Confusion matrix (rows = reference): a [1, 1, 0, 0], b [0, 2, 0, 0], c [1, 0, 0, 0], d [0, 0, 0, 0].
+ABSENT_REFS = [0, 0, 1, 1, 2]
+ABSENT_PREDS = [0, 1, 1, 1, 0]
+# F1 = 2TP / (2TP + FP + FN): a: TP 1, FP 1, FN 1 -> 0.5; b: TP 2, FP 1, FN 0 -> 0.8; c: TP 0 -> 0.
+# d occurs in neither list, so it is left out of the mean rather than counted as 0.
+ABSENT_MACRO_F1 = (0.5 + 0.8 + 0.0) / 3
+
+
+def test_classification_metrics_with_an_absent_class_and_a_class_never_predicted():
+    import json
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # zero_division=0: undefined precision is 0, not a warning
+        assert accuracy(ABSENT_PREDS, ABSENT_REFS) == pytest.approx(3 / 5)
+        assert macro_f1(ABSENT_PREDS, ABSENT_REFS) == pytest.approx(ABSENT_MACRO_F1)
+        matrix = confusion_matrix(ABSENT_PREDS, ABSENT_REFS, 4)
+        report = per_class(ABSENT_PREDS, ABSENT_REFS, ["a", "b", "c", "d"])
+    assert matrix == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
+    assert report == {
+        "a": {"precision": pytest.approx(1 / 2), "recall": pytest.approx(1 / 2), "support": 2},
+        "b": {"precision": pytest.approx(2 / 3), "recall": 1.0, "support": 2},
+        "c": {"precision": 0.0, "recall": 0.0, "support": 1},       # never predicted: precision 0/0 -> 0
+        "d": {"precision": 0.0, "recall": 0.0, "support": 0},       # absent: both undefined -> 0
+    }
+    # Plain Python numbers, as eval.json needs.
+    assert type(accuracy(ABSENT_PREDS, ABSENT_REFS)) is float and type(macro_f1(ABSENT_PREDS, ABSENT_REFS)) is float
+    assert all(type(n) is int for row in matrix for n in row)
+    assert all(type(v) in (float, int) for row in report.values() for v in row.values())
+    json.dumps({"matrix": matrix, "report": report})
+    # The bootstrap's per-example statistics give the same macro-F1.
+    assert macro_f1.combine(macro_f1.per_example(ABSENT_PREDS, ABSENT_REFS).sum(0)) == pytest.approx(ABSENT_MACRO_F1)
+    # No examples: zeros, as before (sklearn itself rejects empty inputs).
+    assert (accuracy([], []), macro_f1([], [])) == (0.0, 0.0)
+    assert confusion_matrix([], [], 2) == [[0, 0], [0, 0]]
+    assert per_class([], [], ["a"]) == {"a": {"precision": 0.0, "recall": 0.0, "support": 0}}
+
+
+def test_trainer_metrics_from_logits():
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from tunelab.training.trainer_metrics import classification_metrics
+
+    logits = np.full((5, 4), -1.0)
+    logits[np.arange(5), ABSENT_PREDS] = 2.0                    # argmax gives ABSENT_PREDS
+    labels = np.array(ABSENT_REFS)
+    got = classification_metrics(SimpleNamespace(predictions=logits, label_ids=labels))
+    assert got == {"accuracy": pytest.approx(3 / 5), "macro_f1": pytest.approx(ABSENT_MACRO_F1)}
+    assert all(type(v) is float for v in got.values())
+    # Extra model outputs come after the logits in a tuple.
+    hidden = np.zeros((5, 3, 8))
+    assert classification_metrics(SimpleNamespace(predictions=(logits, hidden), label_ids=labels)) == got
+    # Same numbers as the evaluation stage's metrics, which training must not import.
+    assert got == {"accuracy": pytest.approx(accuracy(ABSENT_PREDS, ABSENT_REFS)),
+                   "macro_f1": pytest.approx(macro_f1(ABSENT_PREDS, ABSENT_REFS))}
+    check = ("import sys, tunelab.training.trainer_metrics; "
+             "sys.exit(any(m.startswith('tunelab.evaluation') for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", check]).returncode == 0

@@ -30,16 +30,41 @@ def test_thread_candidates_are_one_half_and_all_cores():
     assert machine.candidates(16) == [1, 8, 16]
 
 
-@pytest.mark.parametrize("fastest", [1, 2])
-def test_the_fastest_thread_count_on_the_probe_wins(monkeypatch, keep_threads, fastest):
-    # A busy neighbour makes the second thread spin (1 wins); an idle machine rewards both cores (2 wins).
-    monkeypatch.setattr(machine, "probe_seconds", lambda n: 0.01 if n == fastest else 0.03)
-    assert machine.pick(cores=2) == fastest
+@pytest.mark.parametrize(("cores", "fastest"), [(2, 1), (2, 2), (16, 1), (16, 8), (16, 16)])
+def test_the_fastest_thread_count_on_the_probe_wins(monkeypatch, cores, fastest):
+    # A busy neighbour makes the second thread spin (1 wins); an idle machine rewards all cores (all win).
+    probed = []
+
+    def probe(threads, rows=256):
+        probed.append(threads)
+        return 0.01 if threads == fastest else 0.03
+
+    monkeypatch.setattr(machine, "probe_seconds", probe)
+    assert machine.pick(cores=cores) == fastest
+    # every candidate is timed in every round, and nothing else is
+    assert sorted(probed) == sorted(machine.candidates(cores) * machine.PROBE_ROUNDS)
 
 
-def test_a_real_probe_picks_a_candidate_and_apply_sets_torch(keep_threads):
-    assert machine.pick(cores=2) in (1, 2)
-    assert machine.apply(3) == 3 and torch.get_num_threads() == 3
+def test_the_median_round_decides_not_one_slow_round(monkeypatch):
+    # One count's single slow round (a neighbour's burst) loses to its median: by the mean, 2 would win.
+    rounds = {1: iter([0.01, 0.50, 0.01]), 2: iter([0.02, 0.02, 0.02])}
+    monkeypatch.setattr(machine, "probe_seconds", lambda threads, rows=256: next(rounds[threads]))
+    assert machine.pick(cores=2) == 1
+
+
+def test_one_core_is_not_probed(monkeypatch):
+    monkeypatch.setattr(machine, "probe_seconds", lambda threads, rows=256: pytest.fail("probed one core"))
+    assert machine.pick(cores=1) == 1
+
+
+def test_apply_sets_torch_threads_to_the_setting_or_the_measured_count(monkeypatch, keep_threads):
+    target = 4 if torch.get_num_threads() == 3 else 3
+    assert machine.apply(target) == target and torch.get_num_threads() == target
+    monkeypatch.setattr(machine, "pick", lambda cores=None: 2)  # no setting: the measured count
+    torch.set_num_threads(1)
+    assert machine.apply(None) == 2 and torch.get_num_threads() == 2
+    # the real probe runs with the count it times
+    assert machine.probe_seconds(1, rows=8) > 0 and torch.get_num_threads() == 1
 
 
 def test_training_measures_threads_unless_the_config_sets_them(tmp_path, tiny_bert, monkeypatch, keep_threads):

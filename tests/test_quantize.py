@@ -379,7 +379,7 @@ def test_a_quantized_copy_is_tied_to_the_weights_it_was_made_from(tmp_path, tiny
 
     from tunelab.inference import load_run
     from tunelab.quantization import quantize
-    from tunelab.rundir import weights_digest
+    from tunelab.quantization.provenance import weights_digest
 
     config = train_config(tmp_path, tiny_bert, train={"max_steps": 2})
     run_dir = train.run(load_config(config))

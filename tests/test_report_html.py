@@ -3,6 +3,8 @@ results flagged. Folders are written by hand in the shape tunelab writes them (t
 
 import itertools
 import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
@@ -19,7 +21,7 @@ from report_fixtures import (
     write_sweep,
 )
 from tunelab.studies import report
-from tunelab.studies.charts import HEIGHT, WIDTH, bar_chart, line_chart
+from tunelab.studies.charts import COLORS, LABEL_CHARS, WORSE_COLOR, bar_chart, line_chart
 
 EVIL = [SCRIPT, IMG]
 
@@ -119,32 +121,66 @@ def test_charts_escape_titles_series_and_labels():
         assert "&lt;" in svg
 
 
-# --- layout of the charts -------------------------------------------------------------------------------------
+# --- the charts: matplotlib SVG, inline ------------------------------------------------------------------------
+# The charts keep their text as <text> (svg.fonttype "none"), so tick labels are read here as text. matplotlib
+# names each tick's group "xtick_N" / "ytick_N" (and every id gets a per-chart prefix): a tick is one such group.
+
+SVG = "{http://www.w3.org/2000/svg}"
+XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
+
+
+def svgs(html: str) -> list[str]:
+    return re.findall(r"<svg\b.*?</svg>", html, re.S)
+
+
+def named(root, name: str) -> list:
+    """The <g> elements matplotlib named ``name``_N, under their per-chart prefix."""
+    return [g for g in root.iter(SVG + "g") if re.fullmatch(rf"c[0-9a-f]{{10}}-{name}_\d+", g.get("id") or "")]
+
+
+def tick_labels(svg: str, axis: str) -> list[str]:
+    return ["".join(g.itertext()).strip() for g in named(ET.fromstring(svg), f"{axis}tick")]
+
+
+def plotted(svg: str, name: str) -> list:
+    """The axes' own ``name`` groups (data lines, bars): not the ones inside ticks or the legend."""
+    [axes] = named(ET.fromstring(svg), "axes")
+    return [g for g in axes if re.search(rf"-{name}_\d+$", g.get("id") or "")]
+
+
+def data_markers(svg: str) -> list:
+    """The <use> elements that place a marker on a data point."""
+    return [use for line in plotted(svg, "line2d") for use in line.iter(SVG + "use")]
+
+
+def bar_fills(svg: str) -> list[str]:
+    """The fill colour of each bar, top to bottom (not the axes' white background, not the unfilled spines)."""
+    paths = [g.find(SVG + "path") for g in plotted(svg, "patch")]
+    bars = [(float(re.findall(r"[\d.]+", path.get("d"))[1]), fill.group(1)) for path in paths
+            if (fill := re.search(r"fill: (#[0-9a-f]{6})", path.get("style"))) and fill.group(1) != "#ffffff"]
+    return [fill for _, fill in sorted(bars)]
+
 
 def text_boxes(svg: str) -> list[tuple[str, float, float, float, float]]:
-    """(text, left, top, right, bottom) of each <text>, from its font size (average glyph 0.6 em)."""
+    """(text, left, top, right, bottom) of each <text>, measured with the font the chart was laid out in."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
     boxes = []
-    for node in ET.fromstring(svg).iter("text"):
-        content = "".join(node.itertext())
-        size = float(node.get("font-size"))
-        x, y, width = float(node.get("x")), float(node.get("y")), len(content) * size * 0.6
-        left = {"middle": x - width / 2, "end": x - width}.get(node.get("text-anchor"), x)
-        boxes.append((content, left, y - size, left + width, y + 0.3 * size))
+    for node in ET.fromstring(svg).iter(SVG + "text"):
+        style = dict(part.split(": ", 1) for part in node.get("style").split("; "))
+        content, size = "".join(node.itertext()), float(style["font-size"].removesuffix("px"))
+        font = FontProperties(family="DejaVu Sans", size=size, weight=style.get("font-weight", "normal"))
+        width, height, descent = TextToPath().get_text_width_height_descent(content, font, ismath=False)
+        # One line of text has x and y; each line of a wrapped one is moved there with translate(x y).
+        x, y = (float(node.get("x")), float(node.get("y"))) if node.get("x") else \
+            map(float, re.search(r"translate\(([-\d.]+) ([-\d.]+)\)", node.get("transform")).groups())
+        start = {"middle": -width / 2, "end": -width}.get(style.get("text-anchor"), 0.0)
+        if "rotate(-90" in (node.get("transform") or ""):  # an axis label written bottom to top
+            boxes.append((content, x - height + descent, y - start - width, x + descent, y - start))
+        else:
+            boxes.append((content, x + start, y - height + descent, x + start + width, y + descent))
     return boxes
-
-
-def shape_tops(svg: str) -> list[float]:
-    tops = []
-    for node in ET.fromstring(svg).iter():
-        if node.tag == "rect":
-            tops.append(float(node.get("y")))
-        elif node.tag == "line":
-            tops.append(min(float(node.get("y1")), float(node.get("y2"))))
-        elif node.tag == "circle":
-            tops.append(float(node.get("cy")) - float(node.get("r")))
-        elif node.tag == "polyline":
-            tops.append(min(float(p.split(",")[1]) for p in node.get("points").split()))
-    return tops
 
 
 def overlapping(boxes):
@@ -153,49 +189,143 @@ def overlapping(boxes):
 
 
 LONG_TITLE = "macro_f1_over_a_rather_long_metric_name: base vs tuned (tuned with 95% CI), tuned worse than base"
+LONG_LABELS = [(f"a-very-long-method-name-{i}-with-a-suffix", 10.0 + i * 1234.567, None) for i in range(12)]
 CHARTS = {
-    "base highest": bar_chart("accuracy: base vs tuned (tuned with 95% CI)",
-                              [("base", 0.9, None), ("tuned", 0.5, (0.45, 0.62))]),
-    "CI reaches the top": bar_chart(LONG_TITLE, [("base", 0.5, None), ("tuned", 0.8, (0.6, 0.99))]),
-    "negative values": bar_chart("delta by method", [("lora", -0.25, (-0.4, -0.1)), ("full", 0.1, (-0.05, 0.2))]),
-    "many long labels": bar_chart("train seconds by method",
-                                  [(f"a-very-long-method-name-{i}", 10.0 + i * 1234.567, None) for i in range(12)]),
-    "one bar": bar_chart("peak RSS (MiB) by method", [("lora", 812.25, None)]),
-    "line with legend": line_chart(LONG_TITLE, {"train loss with a long series name": [(0, 2.0), (10, 1.0)],
-                                                "validation loss of the held-out split": [(5, 1.5), (10, 1.2)],
-                                                "a third series": [(0, 0.5)]}),
+    "base highest": lambda: bar_chart("accuracy: base vs tuned (tuned with 95% CI)",
+                                      [("base", 0.9, None), ("tuned", 0.5, (0.45, 0.62))],
+                                      colors=[COLORS[0], WORSE_COLOR]),
+    "CI reaches the top": lambda: bar_chart(LONG_TITLE, [("base", 0.5, None), ("tuned", 0.8, (0.6, 0.99))]),
+    "negative values": lambda: bar_chart("delta by method", [("lora", -0.25, (-0.4, -0.1)),
+                                                             ("full", 0.1, (-0.05, 0.2))]),
+    "many long labels": lambda: bar_chart("train seconds by method", LONG_LABELS),
+    "one bar": lambda: bar_chart("peak RSS (MiB) by method", [("lora", 812.25, None)]),
+    "line with legend": lambda: line_chart(LONG_TITLE, {"train loss with a long series name": [(0, 2.0), (10, 1.0)],
+                                                        "validation loss of the held-out split": [(5, 1.5), (10, 1.2)],
+                                                        "a third series": [(0, 0.5)]}),
+    "one point": lambda: line_chart("loss curves", {"validation loss": [(4, 0.8)]}),
 }
 
 
+@pytest.fixture(scope="module")
+def charts():
+    return {name: draw() for name, draw in CHARTS.items()}
+
+
 @pytest.mark.parametrize("name", CHARTS)
-def test_chart_texts_never_overlap_and_stay_inside(name):
-    svg = CHARTS[name]
+def test_charts_have_ticks_with_labels_on_both_axes(charts, name):
+    svg = charts[name]
+    for axis in "xy":
+        labels = tick_labels(svg, axis)
+        assert len(labels) >= 1 and all(labels), (axis, labels)
+    assert len(tick_labels(svg, "x")) >= 3  # the value axis (or the steps) has a scale to read
+
+
+@pytest.mark.parametrize("name", CHARTS)
+def test_chart_texts_never_overlap_and_stay_inside(charts, name):
+    svg = charts[name]
+    width, height = (float(v) for v in ET.fromstring(svg).get("viewBox").split()[2:])
     boxes = text_boxes(svg)
     assert overlapping(boxes) == []
     for content, left, top, right, bottom in boxes:
-        assert 0 <= left and right <= WIDTH and 0 <= top and bottom <= HEIGHT, content
+        assert 0 <= left and right <= width and 0 <= top and bottom <= height, content
 
 
-@pytest.mark.parametrize("name", CHARTS)
-def test_title_has_a_band_of_its_own(name):
-    svg = CHARTS[name]
-    title = text_boxes(svg)[0]
-    assert title[2] < 10  # the first text is the title, at the top
-    assert all(top >= title[4] for top in shape_tops(svg))
+def test_long_category_labels_get_a_row_each_and_are_kept_in_full(charts):
+    svg = charts["many long labels"]
+    labels = tick_labels(svg, "y")
+    assert len(labels) == 12 and all(len(label) <= LABEL_CHARS for label in labels)
+    assert labels[0] == LONG_LABELS[0][0][:LABEL_CHARS - 1] + "\u2026"  # first bar on top
+    rows = sorted(top for content, _, top, _, _ in text_boxes(svg) if content in labels)
+    assert min(b - a for a, b in zip(rows, rows[1:])) > 9 * 1.3  # a line of 9px text and a gap between rows
+    assert "a-very-long-method-name-11-with-a-suffix: 13,590" in svg  # in full in the description
 
 
-def test_long_labels_are_shortened_with_the_full_text_kept():
-    svg = CHARTS["many long labels"]
-    shown = [b[0] for b in text_boxes(svg)]
-    assert not any("a-very-long-method-name-11" == s for s in shown)
-    assert "<title>a-very-long-method-name-11</title>" in svg
-    assert f"<title>{LONG_TITLE}</title>" in CHARTS["line with legend"]
+def test_a_one_point_series_draws_a_marker(charts):
+    svg = charts["one point"]
+    [marker] = data_markers(svg)
+    defined = {node.get("id") for node in ET.fromstring(svg).iter() if node.get("id")}
+    assert marker.get(XLINK_HREF)[1:] in defined
+    assert tick_labels(svg, "x") == ["3", "4", "5"]  # a view around the one step, with whole steps only
 
 
-def test_charts_scale_down_with_the_page():
-    svg = CHARTS["one bar"]
-    root = ET.fromstring(svg)
-    assert root.get("viewBox") == f"0 0 {WIDTH} {HEIGHT}" and "max-width:100%" in root.get("style")
+def test_a_one_epoch_run_shows_both_losses_as_points(tmp_path):
+    steps = [{"step": 3, "epoch": 1.0, "loss": 0.9}, {"step": 3, "epoch": 1.0, "eval_loss": 0.8}]
+    html = report.render_html([report.load_source(write_run(tmp_path / "run", steps=steps))])
+    loss = svgs(html)[0]
+    assert 'aria-label="loss curves"' in loss
+    assert [m.get("style").split(";")[0] for m in data_markers(loss)] == [f"fill: {COLORS[0]}", f"fill: {COLORS[1]}"]
+    assert "train loss" in loss and "validation loss" in loss  # the legend
+
+
+def test_several_series_get_a_legend_and_one_does_not(charts):
+    def legend_texts(svg):
+        return [[text.text for text in g.iter(SVG + "text")] for g in named(ET.fromstring(svg), "legend")]
+
+    [legend] = legend_texts(charts["line with legend"])
+    assert legend == ["train loss with a long series n\u2026", "validation loss of the held-out\u2026", "a third series"]
+    assert legend_texts(charts["one point"]) == []
+
+
+def test_report_inlines_one_svg_per_chart(tmp_path):
+    folder = write_run(tmp_path / "run", quantization=quantization_report())
+    html = report.render_html([report.load_source(folder)])
+    charts = svgs(html)
+    titles = [ET.fromstring(svg).get("aria-label") for svg in charts]
+    assert titles == ["loss curves", "accuracy: base vs tuned (tuned with 95% CI)",
+                      "macro_f1: base vs tuned (tuned with 95% CI)", "latency at batch 8 (ms, median)",
+                      "weights in memory (MiB)"]
+    assert "<?xml" not in html and "<!DOCTYPE svg" not in html
+    for svg in charts:
+        assert len(tick_labels(svg, "x")) >= 3 and tick_labels(svg, "y")
+        assert "max-width:100%" in ET.fromstring(svg).get("style")  # shrinks with a narrow page
+    assert tick_labels(charts[1], "y") == ["base", "tuned"]
+
+
+def study_page(tmp_path) -> str:
+    run = write_run(tmp_path / "run", quantization=quantization_report())
+    rows = [bakeoff_row("lora"), bakeoff_row("full", tuned=0.3, delta_ci95=(-0.4, -0.05))]
+    sources = [report.load_source(run), report.load_source(write_bakeoff(tmp_path / "bakeoff", rows=rows))]
+    return report.render_html(sources)
+
+
+def test_charts_refer_to_nothing_outside_themselves(tmp_path):
+    html = study_page(tmp_path)
+    everywhere = []
+    for svg in svgs(html):
+        nodes = list(ET.fromstring(svg).iter())
+        ids = [node.get("id") for node in nodes if node.get("id")]
+        everywhere += ids
+        for node in nodes:
+            assert not node.tag.endswith(("image", "foreignObject", "script")), node.tag
+            for name, value in node.attrib.items():
+                assert "//" not in value, (name, value)
+                if name.endswith("href"):
+                    assert value[1:] in ids, value
+                for target in re.findall(r"url\(([^)]*)\)", value):
+                    assert target[1:] in ids, target
+        assert "@import" not in svg and "@font-face" not in svg
+    assert len(everywhere) > 100 and len(set(everywhere)) == len(everywhere)  # no chart uses another's clip path
+
+
+def test_the_same_report_renders_byte_identical(tmp_path):
+    first = study_page(tmp_path)
+    assert study_page(tmp_path) == first
+    assert "<dc:date>" not in first and "<metadata>" not in first
+
+
+def test_charts_drawn_at_once_from_several_threads_match(charts):
+    """The app renders dashboards from several threads: each chart still comes out the same."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = ["one point", "many long labels", "base highest", "line with legend"] * 2
+    with ThreadPoolExecutor(4) as pool:
+        drawn = list(pool.map(lambda name: CHARTS[name](), names))
+    assert drawn == [charts[name] for name in names]
+
+
+def test_importing_the_report_leaves_matplotlib_unloaded():
+    code = "import sys, tunelab.studies.report; print('matplotlib' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
 
 
 # --- tables fit the page ---------------------------------------------------------------------------------------
@@ -249,10 +379,10 @@ def test_worse_than_base_is_said_in_words_and_colour(tmp_path):
     assert "+2.5" in text and "CI includes 0" in text
     rows = re.findall(r'<tr class="worse" style="background:#fce8e6"><td>([^<]*)</td>', html)
     assert rows == ["accuracy", "perplexity"]
-    accuracy_chart = html.split('aria-label="accuracy: base vs tuned')[1].split("</svg>")[0]
-    assert 'fill="#d93025"' in accuracy_chart  # the tuned bar in red
-    f1_chart = html.split('aria-label="macro_f1: base vs tuned')[1].split("</svg>")[0]
-    assert 'fill="#d93025"' not in f1_chart
+    charts = {ET.fromstring(svg).get("aria-label").split(":")[0]: svg for svg in svgs(html)}
+    assert bar_fills(charts["accuracy"]) == [COLORS[0], WORSE_COLOR]  # the tuned bar in red, with a legend
+    assert "worse than base" in charts["accuracy"]
+    assert bar_fills(charts["macro_f1"]) == [COLORS[0], COLORS[1]] and WORSE_COLOR not in charts["macro_f1"]
 
 
 def test_better_results_raise_no_warning(tmp_path):
@@ -272,8 +402,9 @@ def test_worse_in_markdown_and_bakeoff(tmp_path):
     assert len(warnings) == 2
     assert "full (tuned) is significantly worse than base on accuracy" in warnings[0]
     assert "qlora (tuned) is significantly worse than base on perplexity" in warnings[1]
-    quality_chart = html.split("<svg")[1].split("</svg>")[0]
-    assert quality_chart.count('fill="#d93025"') == 2  # full and qlora in red, no other bar
+    quality_chart = svgs(html)[0]
+    fills = bar_fills(quality_chart)
+    assert [f == WORSE_COLOR for f in fills] == [False, True, True, False]  # full and qlora in red, no other bar
 
 
 @pytest.mark.parametrize("delta, ci, lower, expected", [

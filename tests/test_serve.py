@@ -148,7 +148,9 @@ def test_serve_cli_binds_loopback_by_default_and_refuses_missing_runs(tmp_path, 
     from tunelab.cli.commands import build_parser
 
     args = build_parser().parse_args(["serve", str(tmp_path)])
-    assert args.host == "127.0.0.1" and args.port == 8000 and args.max_batch_size == 16
+    assert args.host is None and args.port is None and args.max_batch_size is None  # not given: the run's serve.*
+    defaults = ServeSettings()
+    assert defaults.host == "127.0.0.1" and defaults.port == 8000 and defaults.max_batch_size == 16
     code, _, err = run_cli("serve", tmp_path / "nope")
     assert code == 2 and "not a tunelab run folder" in err
 

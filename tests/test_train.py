@@ -1,6 +1,7 @@
 """Training behaviour on tiny models: numbers that could fail."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -264,16 +265,100 @@ def test_cpu_never_uses_half_precision_and_threads_follow_the_config(tmp_path, t
         torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("options", [
-    {"group_by_length": False, "lr_scheduler": "cosine", "eval_strategy": "steps", "eval_steps": 2},
-    {"gradient_checkpointing": True, "weight_decay": 0.01, "warmup_ratio": 0.2},
-], ids=["random-order-cosine-steps", "checkpointing"])
+def logged(run_dir, key):
+    """``(step, value)`` of every train_log.jsonl event that carries ``key``."""
+    events = map(json.loads, (run_dir / "train_log.jsonl").read_text().splitlines())
+    return [(e["step"], e[key]) for e in events if key in e]
+
+
+def scheduled_rate(scheduler, step, total, warmup, base):
+    """The rate Hugging Face's schedules give the optimizer at ``step`` (1-based; logged with that step)."""
+    done = step - 1  # scheduler steps taken before this optimizer step
+    if scheduler != "constant" and done < warmup:
+        return base * done / warmup
+    progress = (done - warmup) / (total - warmup)
+    return base * {"linear": 1 - progress, "cosine": 0.5 * (1 + math.cos(math.pi * progress)),
+                   "constant": 1.0, "constant_with_warmup": 1.0}[scheduler]
+
+
+@pytest.mark.parametrize(("scheduler", "warmup_ratio"), [
+    ("linear", 0.0), ("linear", 0.25), ("cosine", 0.0), ("constant", 0.0), ("constant_with_warmup", 0.25)])
+def test_learning_rates_follow_the_schedule(tmp_path, tiny_llama, scheduler, warmup_ratio):
+    steps, base = 8, 3e-2
+    run_dir = train.run(load_config(train_config(tmp_path, tiny_llama, task="causal_lm", train={
+        "max_steps": steps, "logging_steps": 1, "eval_strategy": "no", "learning_rate": base,
+        "lr_scheduler": scheduler, "warmup_ratio": warmup_ratio})))
+    found = logged(run_dir, "learning_rate")
+    assert [step for step, _ in found] == list(range(1, steps + 1))
+    rates = [rate for _, rate in found]
+    warmup = math.ceil(warmup_ratio * steps)  # 2 steps at 0.25
+    assert rates == pytest.approx([scheduled_rate(scheduler, s, steps, warmup, base) for s in range(1, steps + 1)],
+                                  rel=1e-9, abs=1e-12)
+    after = rates[warmup:]
+    if warmup:  # rises from 0 to the full rate first
+        assert rates[0] == 0 and rates[:warmup + 1] == sorted(rates[:warmup + 1]) and max(rates) == pytest.approx(base)
+    if scheduler.startswith("constant"):
+        assert after == pytest.approx([base] * len(after))
+    else:  # decays towards 0: the last step runs at under a sixth of the top rate
+        assert all(a > b for a, b in zip(after, after[1:])) and after[-1] < base / 6
+
+
 @pytest.mark.parametrize("task", ["classification", "causal_lm"])
-def test_training_options_run(tmp_path, tiny_bert, tiny_llama, task, options):
-    model = tiny_bert if task == "classification" else tiny_llama
-    run_dir = train.run(load_config(train_config(tmp_path, model, task=task, train={"max_steps": 4, **options})))
-    metrics = read_json(run_dir / "metrics.json")
-    assert metrics["steps"] == 4 and metrics["final_train_loss"] > 0
+def test_gradient_checkpointing_recomputes_activations_and_keeps_the_losses(tmp_path, tiny_bert, tiny_llama,
+                                                                            monkeypatch, task):
+    from transformers import TrainerCallback
+
+    model_path = tiny_bert if task == "classification" else tiny_llama
+    real_callbacks = train.callbacks
+
+    def train_watching_layer_0(checkpointing):
+        seen = {"forwards": 0}
+
+        class Watch(TrainerCallback):
+            def on_train_begin(self, args, state, control, model=None, **kwargs):
+                base = model.get_base_model()
+                seen["enabled"] = (base.is_activation_checkpointing if hasattr(type(base), "is_activation_checkpointing")
+                                   else base.is_gradient_checkpointing)  # transformers < 5
+                # A pre-hook on the layer's first block: the recompute may stop early, once the backward pass has
+                # every tensor it needs, before a later block's forward (and its forward hook) finishes.
+                first = ("layers.0.self_attn", "layer.0.attention")  # Llama, BERT
+                block = next(m for n, m in base.named_modules() if n.endswith(first))
+                block.register_forward_pre_hook(lambda *_: seen.update(forwards=seen["forwards"] + 1))
+
+            def on_train_end(self, args, state, control, **kwargs):
+                seen["during_training"] = seen["forwards"]
+
+        monkeypatch.setattr(train, "callbacks", lambda *a: real_callbacks(*a) + [Watch()])
+        folder = tmp_path / f"checkpointing-{checkpointing}"
+        folder.mkdir()
+        run_dir = train.run(load_config(train_config(folder, model_path, task=task, train={
+            "max_steps": 2, "logging_steps": 1, "eval_strategy": "no", "gradient_checkpointing": checkpointing})))
+        return seen, [loss for _, loss in logged(run_dir, "loss")]
+
+    plain, plain_losses = train_watching_layer_0(False)
+    checkpointed, checkpointed_losses = train_watching_layer_0(True)
+    assert plain["enabled"] is False and checkpointed["enabled"] is True
+    # one forward per step (one batch each); with checkpointing the backward pass runs it once more
+    assert plain["during_training"] == 2 and checkpointed["during_training"] == 4
+    # recomputing the activations changes memory, not the arithmetic
+    assert len(plain_losses) == 2 and checkpointed_losses == pytest.approx(plain_losses, rel=1e-5)
+
+
+def test_step_evaluation_random_order_and_weight_decay_reach_the_trainer(tmp_path, tiny_bert):
+    from tunelab.rundir import RunDir
+    from tunelab.training.train import training_arguments
+
+    options = {"max_steps": 4, "group_by_length": False, "eval_strategy": "steps", "eval_steps": 2,
+               "weight_decay": 0.01, "lr_scheduler": "cosine"}
+    cfg = load_config(train_config(tmp_path, tiny_bert, train=options))
+    args = training_arguments(cfg, RunDir(tmp_path / "run"), CPU, has_eval=True)
+    assert args.train_sampling_strategy == "random" and args.weight_decay == 0.01
+    assert args.lr_scheduler_type == "cosine" and args.eval_strategy == "steps" and args.eval_steps == 2
+    run_dir = train.run(cfg)
+    # evaluated (and saved) every 2 steps, then the kept checkpoint once more after training
+    assert [step for step, _ in logged(run_dir, "eval_accuracy")] == [2, 4, 4]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    assert read_json(run_dir / "metrics.json")["steps"] == 4
 
 
 def test_early_stopping_stops_when_validation_stops_improving(tmp_path, tiny_bert):

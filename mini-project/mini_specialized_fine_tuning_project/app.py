@@ -16,7 +16,7 @@ import sys
 
 from project import RUN, require
 
-from tunelab.cli.commands import main as tunelab
+from tunelab.cli import main as tunelab
 
 
 def main(argv: list[str] | None = None) -> int:

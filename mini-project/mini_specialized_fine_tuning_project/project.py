@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tunelab.cli.commands import report_problems
+from tunelab.cli import report_problems
 from tunelab.config import from_dict
 from tunelab.config.load import read_yaml
 from tunelab.errors import TunelabError

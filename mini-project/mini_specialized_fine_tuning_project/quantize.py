@@ -15,10 +15,10 @@ import sys
 
 from project import RUN, main_guard, require
 
-from tunelab.inference import open_run
 from tunelab.quantization import compare as quantize_compare
 from tunelab.quantization import quantize
 from tunelab.quantization.quantizers import installed
+from tunelab.rundir import open_run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

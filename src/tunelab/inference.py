@@ -6,15 +6,18 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from tunelab.config.schema import TunelabConfig
 from tunelab.errors import RunFolderError, TunelabError
 from tunelab.machine import choose_device
 from tunelab.models.loading import align_pad_token, load_base_model, only_needed_peft_backends, silence_known_warnings
+from tunelab.quantization.provenance import check_fresh
 from tunelab.quantization.quantizers import QUANTIZERS
-from tunelab.rundir import VARIANTS, RunDir, check_fresh, open_run, refuse_remote_code, variant_info_path
+from tunelab.rundir import VARIANTS, RunDir, open_run, refuse_remote_code, variant_info_path
 from tunelab.training.methods import METHODS
 
 
@@ -84,6 +87,16 @@ def load_variant(run: RunDir, cfg: TunelabConfig, labels: list[str] | None, vari
                              f"tunelab quantize {run_dir} --method {variant}")
     check_fresh(run_dir, folder)
     return QUANTIZERS[variant].load(cfg, labels, device, folder)
+
+
+@contextmanager
+def base_model(loaded: LoadedRun) -> Iterator:
+    """The untuned model: the adapter switched off, or the original weights for full/freeze runs."""
+    if hasattr(loaded.model, "disable_adapter"):
+        with loaded.model.disable_adapter():
+            yield loaded.model
+        return
+    yield load_base_model(loaded.cfg, None, choose_device("cpu")).eval()
 
 
 def class_probabilities(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 32):

@@ -128,9 +128,13 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     run_argument(parser)
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="eval.* settings replacing the run's config.yaml, e.g. eval.max_examples=50 eval.seed=1 "
+                             "eval.threads=2 (tunelab config schema lists them); the flags below override both")
     parser.add_argument("--split", choices=["train", "validation", "test"], default=None,
-                        help="split to measure (default: the run's eval.split, normally test)")
-    parser.add_argument("--max-examples", type=positive_int, default=None, help="evaluate only the first N examples")
+                        help="split to measure (overrides eval.split, normally test)")
+    parser.add_argument("--max-examples", type=positive_int, default=None,
+                        help="evaluate only the first N examples (overrides eval.max_examples)")
     variant_argument(parser)
     trust_argument(parser)
 
@@ -139,7 +143,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from tunelab.evaluation import evaluate
 
     report = evaluate.run(args.run, split=args.split, max_examples=args.max_examples, variant=args.variant,
-                          trust_remote_code=args.trust_remote_code)
+                          trust_remote_code=args.trust_remote_code, overrides=args.overrides)
     print(evaluate.table_text(report))
     print(f"wrote {report['written_to']}/eval.json and predictions.jsonl")
 
@@ -285,7 +289,8 @@ COMMANDS: dict[str, Command] = {
                         "Scores the tuned model and the base model (classification: a linear probe on the frozen "
                         "encoder; causal LM: the base model itself) on the same examples, prints metric, base, "
                         "tuned, delta and a paired-bootstrap 95% CI, and writes RUN/eval.json and "
-                        "RUN/predictions.jsonl."),
+                        "RUN/predictions.jsonl. Settings come from the run's config.yaml (eval.*); KEY=VALUE "
+                        "overrides and the flags replace them."),
     "bakeoff": Command("train several methods on the same data and budget; compare memory, time, quality",
                        _bakeoff_arguments, _bakeoff),
     "sweep": Command("try a grid of settings and recommend one, with the evidence", _sweep_arguments, _sweep),

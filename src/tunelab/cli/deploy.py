@@ -79,31 +79,45 @@ def _export(args: argparse.Namespace) -> None:
     print(written)
 
 
-def _serve_arguments(parser: argparse.ArgumentParser) -> None:
-    from tunelab.serving import ServeSettings
+# Flags of `tunelab serve` that override the run's serve section: each flag's dest is its key there.
+SERVE_FLAGS = ("host", "port", "max_batch_size", "max_wait_ms", "max_tokens_cap", "max_inputs", "timeout_s",
+               "max_body_bytes")
 
-    defaults = ServeSettings()
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    from tunelab.config.schema import ServeSection
+
+    defaults = ServeSection()
     run_argument(parser)
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="serve.* settings replacing the run's config.yaml, e.g. serve.threads=2 serve.seed=0 "
+                             "serve.max_choices=4 (tunelab config schema lists them); the flags below override "
+                             "both")
     variant_argument(parser)
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default 127.0.0.1, this machine only; 0.0.0.0 opens it to the "
-                             "network and needs an API key)")
-    parser.add_argument("--port", type=positive_int, default=8000, help="port (default 8000)")
+    parser.add_argument("--host", default=None,
+                        help=f"address to bind (overrides serve.host, default {defaults.host}: this machine only; "
+                             "0.0.0.0 opens it to the network and needs an API key)")
+    parser.add_argument("--port", type=positive_int, default=None,
+                        help=f"port (overrides serve.port, default {defaults.port})")
     _key_and_trust_arguments(parser, "require 'Authorization: Bearer KEY' on every route but /health")
-    parser.add_argument("--max-batch-size", type=positive_int, default=defaults.max_batch_size,
-                        help=f"concurrent requests sharing one forward pass (default {defaults.max_batch_size}; "
-                             "1 turns micro-batching off)")
-    parser.add_argument("--max-wait-ms", type=non_negative_float, default=defaults.max_wait_ms,
-                        help=f"how long a batch waits for more requests (default {defaults.max_wait_ms:g} ms)")
-    parser.add_argument("--max-tokens-cap", type=positive_int, default=defaults.max_tokens_cap,
-                        help=f"largest max_tokens a request may ask for (default {defaults.max_tokens_cap})")
-    parser.add_argument("--max-inputs", type=positive_int, default=defaults.max_inputs,
-                        help=f"texts per /v1/classify call, and prompts x n per completion call "
-                             f"(default {defaults.max_inputs})")
-    parser.add_argument("--timeout", type=positive_int, default=int(defaults.timeout_s),
-                        help=f"seconds before a request is cut with 504 (default {defaults.timeout_s:g})")
-    parser.add_argument("--max-body-bytes", type=positive_int, default=defaults.max_body_bytes,
-                        help=f"larger request bodies are refused with 413 (default {defaults.max_body_bytes:,})")
+    parser.add_argument("--max-batch-size", type=positive_int, default=None,
+                        help=f"concurrent requests sharing one forward pass (overrides serve.max_batch_size, "
+                             f"default {defaults.max_batch_size}; 1 turns micro-batching off)")
+    parser.add_argument("--max-wait-ms", type=non_negative_float, default=None,
+                        help=f"how long a batch waits for more requests (overrides serve.max_wait_ms, "
+                             f"default {defaults.max_wait_ms:g} ms)")
+    parser.add_argument("--max-tokens-cap", type=positive_int, default=None,
+                        help=f"largest max_tokens a request may ask for (overrides serve.max_tokens_cap, "
+                             f"default {defaults.max_tokens_cap})")
+    parser.add_argument("--max-inputs", type=positive_int, default=None,
+                        help=f"texts per /v1/classify call, and prompts x n per completion call (overrides "
+                             f"serve.max_inputs, default {defaults.max_inputs})")
+    parser.add_argument("--timeout", dest="timeout_s", metavar="SECONDS", type=positive_int, default=None,
+                        help=f"seconds before a request is cut with 504 (overrides serve.timeout_s, "
+                             f"default {defaults.timeout_s:g})")
+    parser.add_argument("--max-body-bytes", type=positive_int, default=None,
+                        help=f"larger request bodies are refused with 413 (overrides serve.max_body_bytes, "
+                             f"default {defaults.max_body_bytes:,})")
 
 
 def _key_and_trust_arguments(parser: argparse.ArgumentParser, key_help: str) -> None:
@@ -122,13 +136,37 @@ def _key_and_trust_arguments(parser: argparse.ArgumentParser, key_help: str) -> 
 def _serve(args: argparse.Namespace) -> None:
     from tunelab import serving as serve
     from tunelab.secrets import add_secret
+    from tunelab.serving.web import refuse_open_without_key
 
     add_secret(args.api_key)
-    settings = serve.ServeSettings(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-                                   max_tokens_cap=args.max_tokens_cap, max_inputs=args.max_inputs,
-                                   timeout_s=float(args.timeout), api_key=args.api_key,
-                                   max_body_bytes=args.max_body_bytes, allowed_hosts=tuple(args.allowed_host))
-    serve.run(args.run, args.variant, args.host, args.port, settings, trust_remote_code=args.trust_remote_code)
+    if args.host is not None:
+        refuse_open_without_key(args.host, args.api_key, "serve")  # before anything is read
+    settings = serve_settings(args)
+    _refuse_open_config_host(settings)
+    serve.run(args.run, args.variant, settings, trust_remote_code=args.trust_remote_code)
+
+
+def serve_settings(args: argparse.Namespace):
+    """The server's settings: the run's serve section, then the KEY=VALUE overrides, then the flags given."""
+    from tunelab.config.load import with_overrides
+    from tunelab.rundir import open_run
+    from tunelab.serving import ServeSettings
+
+    _, cfg = open_run(args.run)
+    flags = {f"serve.{name}": getattr(args, name) for name in SERVE_FLAGS}
+    cfg = with_overrides(cfg, args.overrides, ("serve",), flags)
+    return ServeSettings.from_config(cfg.serve, api_key=args.api_key, allowed_hosts=args.allowed_host)
+
+
+def _refuse_open_config_host(settings) -> None:
+    """serve.host from the run's config (or an override) is refused without a key, like --host."""
+    from tunelab.errors import TunelabError
+    from tunelab.serving.web import is_loopback, usable_key
+
+    if usable_key(settings.api_key) is None and not is_loopback(settings.host):
+        raise TunelabError(f"serve.host: {settings.host} makes tunelab serve reachable from other machines: set an "
+                           "API key first (TUNELAB_API_KEY=... tunelab serve ...), or bind this machine only with "
+                           "--host 127.0.0.1")
 
 
 def _app_arguments(parser: argparse.ArgumentParser) -> None:
@@ -174,7 +212,9 @@ DEPLOY_COMMANDS: dict[str, Command] = {
                      "the official openai client works against it (base_url http://127.0.0.1:8000/v1); "
                      "parameters it does not implement get a 400 naming them. Classification runs: "
                      "/v1/classify with {\"input\": \"text\"} or {\"input\": [\"text\", ...]}. /health for "
-                     "both. Concurrent requests are micro-batched. Needs pip install 'tunelab[serve]'."),
+                     "both. Concurrent requests are micro-batched. Settings come from the run's config.yaml "
+                     "(serve.*; tunelab config schema lists them); KEY=VALUE overrides and the flags replace "
+                     "them. Needs pip install 'tunelab[serve]'."),
     "app": Command("a web page to try runs side by side (base, fine-tuned, quantized) and read their metrics",
                    _app_arguments, _app,
                    "Serves one self-contained page on 127.0.0.1:7860: type a text and see the base model, the "

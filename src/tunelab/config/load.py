@@ -35,14 +35,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> TunelabConfi
     """
     path = Path(path)
     tree = read_yaml(path)
-    problems = []
-    for override in overrides:
-        try:
-            apply_override(tree, override)
-        except ConfigError as err:
-            problems.extend(err.problems)
-    if problems:
-        raise ConfigError(problems, title=f"invalid overrides for {path}")
+    apply_overrides(tree, overrides, title=f"invalid overrides for {path}")
     return validate(tree, default_name=path.stem, source=str(path))
 
 
@@ -81,6 +74,18 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
     return getattr(err, "problem", None) or str(err).splitlines()[0]
 
 
+def apply_overrides(tree: dict[str, Any], overrides: Iterable[str], title: str = "invalid overrides") -> None:
+    """Apply every override to ``tree``; one ConfigError lists all the malformed ones."""
+    problems = []
+    for override in overrides:
+        try:
+            apply_override(tree, override)
+        except ConfigError as err:
+            problems.extend(err.problems)
+    if problems:
+        raise ConfigError(problems, title=title)
+
+
 def apply_override(tree: dict[str, Any], override: str) -> None:
     """Set ``a.b.c=value`` in ``tree``; the value is parsed as YAML (``2``, ``null``, ``[q, v]``)."""
     key, sep, raw = override.partition("=")
@@ -91,6 +96,11 @@ def apply_override(tree: dict[str, Any], override: str) -> None:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw  # a plain string such as `a: b` that YAML would reject
+    set_key(tree, key, value)
+
+
+def set_key(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set the dotted ``key`` in ``tree`` to ``value`` (already typed), making sections on the way."""
     node = tree
     parts = key.split(".")
     for depth, part in enumerate(parts[:-1]):
@@ -102,6 +112,35 @@ def apply_override(tree: dict[str, Any], override: str) -> None:
             raise ConfigError(f"{key}: `{where}` is a value, not a section; use {where}=VALUE")
         node = child
     node[parts[-1]] = value
+
+
+# Sections a finished run's config may still change: how it is evaluated, quantized and served.
+AFTER_TRAINING = ("eval", "quantize", "quantization", "serve")
+
+
+def with_overrides(cfg: TunelabConfig, overrides: Iterable[str] = (), sections: Iterable[str] = AFTER_TRAINING,
+                   values: dict[str, Any] | None = None) -> TunelabConfig:
+    """A finished run's config with ``section.key=value`` overrides, then ``values`` ({dotted key: value},
+    what command-line flags gave; None means not given), applied and validated. Only keys of
+    ``sections`` may change: the rest describes how the run was trained.
+
+    Raises:
+        ConfigError: an override of another section, or a key or value the schema refuses.
+    """
+    overrides, sections = list(overrides), tuple(sections)
+    values = {key: value for key, value in (values or {}).items() if value is not None}
+    prefixes = tuple(f"{section}." for section in sections)
+    wrong = [o for o in [*overrides, *values] if not o.strip().startswith(prefixes)]
+    if wrong:
+        allowed = " and ".join(", ".join(f"{section}.*" for section in sections).rsplit(", ", 1))
+        raise ConfigError([f"{o}: only {allowed} settings can change after training" for o in wrong])
+    if not overrides and not values:
+        return cfg
+    tree = cfg.model_dump(mode="json")
+    apply_overrides(tree, overrides)
+    for key, value in values.items():
+        set_key(tree, key, value)
+    return validate(tree, source="the overrides")
 
 
 # Keys that moved between sections: old configs and run folders keep loading.

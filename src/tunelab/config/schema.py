@@ -251,6 +251,37 @@ class EvalSection(Section):
     """Evaluate only the first N examples of the split."""
     bootstrap_samples: int = Field(1000, ge=100)
     """Paired bootstrap resamples for the confidence interval of the base-vs-tuned delta."""
+    seed: Optional[int] = None
+    """Seed of the bootstrap resampling. Empty: `train.seed`, so a run evaluates as it always did."""
+    threads: Optional[int] = Field(None, ge=1)
+    """CPU threads for torch while evaluating. Empty: measured at start, as for training (`train.threads`)."""
+
+
+class ServeSection(Section):
+    host: str = Field("127.0.0.1", min_length=1)
+    """Address `tunelab serve` binds. 127.0.0.1 (or ::1, localhost) is this machine only; any other address,
+    e.g. 0.0.0.0, opens the server to the network and needs an API key ($TUNELAB_API_KEY, never the config)."""
+    port: int = Field(8000, ge=1, le=65535)
+    """TCP port to listen on."""
+    threads: Optional[int] = Field(None, ge=1)
+    """CPU threads for torch while serving. Empty: measured at start, as for training (`train.threads`)."""
+    seed: Optional[int] = Field(None, ge=0, lt=2**64)
+    """Seed torch once at start, so a fresh server answers the same unseeded sampling requests, sent one at a
+    time, with the same text. Empty: not seeded. A request's own `seed` always wins."""
+    max_batch_size: int = Field(16, ge=1)
+    """Concurrent requests sharing one forward pass (1 turns micro-batching off)."""
+    max_wait_ms: float = Field(5.0, ge=0)
+    """Milliseconds the first request of a batch waits for others to join it."""
+    max_tokens_cap: int = Field(256, ge=1)
+    """Largest `max_tokens` (tokens to generate) a request may ask for; more is a 400."""
+    max_inputs: int = Field(64, ge=1)
+    """Texts per /v1/classify call, and prompts x `n` per completion call; more is a 400."""
+    max_choices: int = Field(8, ge=1)
+    """Largest `n` (choices per prompt) a completion request may ask for; more is a 400."""
+    timeout_s: float = Field(60.0, gt=0)
+    """Seconds a request may run; then it is cut with a 504 (an error event in a stream)."""
+    max_body_bytes: int = Field(1_048_576, ge=1)
+    """Request bodies larger than this many bytes are refused with a 413 before being read."""
 
 
 class OutputSection(Section):
@@ -282,7 +313,9 @@ class TunelabConfig(Section):
     train: TrainSection = TrainSection()
     """Optimisation settings."""
     eval: EvalSection = EvalSection()
-    """Evaluation settings."""
+    """Evaluation settings (`tunelab evaluate`)."""
+    serve: ServeSection = ServeSection()
+    """The HTTP server of `tunelab serve`; its flags override these. The API key stays out of the config."""
     output: OutputSection = OutputSection()
     """Where the run folder goes."""
 

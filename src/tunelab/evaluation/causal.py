@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
 import torch
 
 from tunelab.data.tokenize import IGNORE_INDEX, to_messages
-from tunelab.evaluation.metrics import GENERATION_METRICS, LANGUAGE_MODEL_METRICS, compare
-from tunelab.inference import LoadedRun, generate
-from tunelab.machine import choose_device
+from tunelab.evaluation.metrics import GENERATION_METRICS, LANGUAGE_MODEL_METRICS, bootstrap_seed, compare
+from tunelab.inference import LoadedRun, base_model, generate
 from tunelab.models.causal_loss import labelled_nll
-from tunelab.models.loading import load_base_model
+from tunelab.models.loading import context_window
 
 
 def evaluate_causal(loaded: LoadedRun, examples: list[dict], split: str) -> dict:
     cfg = loaded.cfg
     records = split_records(loaded, split, len(examples))
-    samples, seed = cfg.eval.bootstrap_samples, cfg.train.seed
+    samples, seed = cfg.eval.bootstrap_samples, bootstrap_seed(cfg)
     generative = loaded.format in ("instruction", "chat")
     prompts = [to_messages(e)[:-1] for e in examples] if generative else []
     references = [to_messages(e)[-1]["content"] for e in examples] if generative else []
@@ -49,21 +45,6 @@ def split_records(loaded: LoadedRun, split: str, examples: int) -> list[dict]:
 
     records = list(datasets.load_from_disk(str(loaded.run.tokenized_dir))[split])
     return records[:examples] if loaded.format != "text" else records
-
-
-@contextmanager
-def base_model(loaded: LoadedRun) -> Iterator[torch.nn.Module]:
-    """The untuned model: the adapter switched off, or the original weights for full/freeze runs."""
-    if hasattr(loaded.model, "disable_adapter"):
-        with loaded.model.disable_adapter():
-            yield loaded.model
-        return
-    yield load_base_model(loaded.cfg, None, choose_device("cpu")).eval()
-
-
-def context_window(model) -> int:
-    config = model.config
-    return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 1024))
 
 
 def sequence_nll(model, records: list[dict], batch_size: int) -> list[tuple[float, int]]:

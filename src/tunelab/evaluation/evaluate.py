@@ -1,6 +1,6 @@
 """Stage 3, evaluate: base vs tuned on the same split, with a paired bootstrap CI of the delta.
 
-    tunelab evaluate runs/my-run [--split test]
+    tunelab evaluate runs/my-run [--split test] [eval.max_examples=50 ...]
 
 - classification: the base is a linear probe on the frozen base encoder trained on the same
   train split (an untrained head would only measure chance); metrics: accuracy, macro-F1,
@@ -13,26 +13,33 @@ Writes ``RUN/eval.json`` and ``RUN/predictions.jsonl`` (input, reference, base a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Iterable
 
+from tunelab.config.load import with_overrides
 from tunelab.errors import TunelabError
 from tunelab.evaluation.causal import evaluate_causal
 from tunelab.evaluation.classification import evaluate_classification
-from tunelab.evaluation.metrics import eval_findings, worse_sentence
+from tunelab.evaluation.metrics import bootstrap_seed, eval_findings, worse_sentence
 from tunelab.inference import load_run
-from tunelab.rundir import eval_path, predictions_path, write_json
+from tunelab.machine import set_threads
+from tunelab.rundir import eval_path, open_run, predictions_path, write_json
 
 
 def run(run_dir: str | Path, split: str | None = None, max_examples: int | None = None,
-        variant: str | None = None, trust_remote_code: bool = False) -> dict:
+        variant: str | None = None, trust_remote_code: bool = False, overrides: Iterable[str] = ()) -> dict:
     """Evaluate base and tuned on ``split`` (default ``eval.split``); write and return eval.json.
 
-    With a ``variant`` (merged, or a quantization method) that copy is the tuned model, and
-    eval.json goes into its folder.
+    ``overrides`` (``eval.key=value``) change the run's eval section; ``split`` and ``max_examples``
+    override it in turn. With a ``variant`` (merged, or a quantization method) that copy is the tuned
+    model, and eval.json goes into its folder.
     """
+    cfg = with_overrides(open_run(run_dir)[1], overrides, ("eval",))  # checked before the model loads
     loaded = load_run(run_dir, variant, trust_remote_code=trust_remote_code)
-    cfg = loaded.cfg
+    loaded = dataclasses.replace(loaded, cfg=cfg)
+    threads = set_threads(cfg.eval.threads)
     split = split or cfg.eval.split
     examples = loaded.run.read_split(split)[: max_examples or cfg.eval.max_examples or None]
     if not examples:
@@ -41,8 +48,8 @@ def run(run_dir: str | Path, split: str | None = None, max_examples: int | None 
     report = {"run": str(loaded.run_dir), "task": cfg.task, "split": split, "examples": len(examples),
               "base": result.pop("base_kind"),
               "tuned": f"{cfg.method.name} fine-tuned" + (f" ({variant})" if variant else ""),
-              "settings": {"bootstrap_samples": cfg.eval.bootstrap_samples, "seed": cfg.train.seed,
-                           "max_new_tokens": cfg.eval.max_new_tokens},
+              "settings": {"bootstrap_samples": cfg.eval.bootstrap_samples, "seed": bootstrap_seed(cfg),
+                           "max_new_tokens": cfg.eval.max_new_tokens, "threads": threads},
               **result}
     predictions = report.pop("predictions")
     out = loaded.run.outputs_dir(variant)

@@ -42,7 +42,7 @@ def measure(run_dir: str | Path, variant: str | None, split: str, max_examples: 
     load_seconds = time.perf_counter() - start
     timing = {"timing_repeats": timing_repeats, "timing_warmup": timing_warmup}
     loaded.cfg.quantize = loaded.cfg.quantize.model_copy(update={k: v for k, v in timing.items() if v is not None})
-    machine.apply(threads or loaded.cfg.train.threads)
+    machine.apply(threads or loaded.cfg.eval.threads)
     examples = loaded.run.read_split(split)[: max_examples or loaded.cfg.eval.max_examples or None]
     if not examples:
         raise TunelabError(f"{loaded.run_dir}: split '{split}' has no examples to measure")
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--max-examples", type=int, default=None)
     parser.add_argument("--out", required=True, help="JSON file for the result")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: train.threads, or measured)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: eval.threads, or measured)")
     parser.add_argument("--trust-remote-code", action="store_true", help="load a run that runs its model's own code")
     parser.add_argument("--timing-repeats", type=int, default=None,
                         help="timed calls per latency (default: the run's quantize.timing_repeats)")

@@ -14,6 +14,7 @@ thousands of times (ROUGE on 50 generated replies: seconds instead of tens of mi
 from __future__ import annotations
 
 import math
+import warnings
 from functools import lru_cache
 from typing import Callable, Sequence
 
@@ -43,7 +44,12 @@ def _matches(outputs: Sequence, references: Sequence) -> np.ndarray:
 
 
 def _class_counts(predictions: Sequence[int], references: Sequence[int]) -> np.ndarray:
-    """Per example, one-hot true positives, false positives and false negatives over the classes seen."""
+    """Per example, one-hot true positives, false positives and false negatives over the classes seen.
+
+    This numpy decomposition is what the bootstrap resamples: sklearn's per-call input checks cost about
+    a millisecond, so calling ``f1_score`` on each of thousands of resamples would take seconds instead of
+    a fraction of one. Tests check it agrees with the sklearn-computed ``macro_f1`` on every resample.
+    """
     predictions, references = np.asarray(predictions), np.asarray(references)
     classes = np.union1d(predictions, references)
     predicted = predictions[:, None] == classes[None, :]
@@ -52,50 +58,67 @@ def _class_counts(predictions: Sequence[int], references: Sequence[int]) -> np.n
 
 
 def _macro_f1_from_counts(sums: np.ndarray) -> float:
+    """Macro-F1 from column sums of ``_class_counts``: classes absent from a resample are skipped."""
     tp, fp, fn = np.split(sums, 3)
     seen = tp + fp + fn > 0
     scores = np.where(tp > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1e-12), 0.0)[seen]
     return float(np.mean(scores)) if len(scores) else 0.0
 
 
+# sklearn is imported inside the functions below: importing sklearn.metrics takes over a second, and
+# this module is also imported by commands such as ``tunelab report`` that compute no classification metric.
+
 @decomposed(_matches, _ratio)
 def accuracy(predictions: Sequence[int], references: Sequence[int]) -> float:
-    """Share of examples whose predicted class id equals the reference id."""
-    predictions, references = np.asarray(predictions), np.asarray(references)
-    return float(np.mean(predictions == references)) if len(references) else 0.0
+    """Share of examples whose predicted class id equals the reference id (0.0 for no examples)."""
+    from sklearn.metrics import accuracy_score
+
+    # sklearn rejects empty inputs; an empty split scores 0 as it always has here.
+    return float(accuracy_score(references, predictions)) if len(references) else 0.0
 
 
 @decomposed(_class_counts, _macro_f1_from_counts)
 def macro_f1(predictions: Sequence[int], references: Sequence[int]) -> float:
     """Unweighted mean over classes of F1 = 2TP / (2TP + FP + FN), over every class that occurs
-    in the references or the predictions; a class with no true positive scores 0."""
-    predictions, references = np.asarray(predictions), np.asarray(references)
-    scores = []
-    for c in np.union1d(predictions, references):
-        tp = np.sum((predictions == c) & (references == c))
-        fp = np.sum((predictions == c) & (references != c))
-        fn = np.sum((predictions != c) & (references == c))
-        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    return float(np.mean(scores)) if scores else 0.0
+    in the references or the predictions; a class with no true positive scores 0.
+
+    Takes class ids; returns a float (0.0 for no examples).
+    """
+    from sklearn.metrics import f1_score
+
+    if not len(references):
+        return 0.0
+    # Average over the classes present in either list, not every class id: passing all ids would add a 0
+    # for each class absent from both. _macro_f1_from_counts, which the bootstrap resamples, uses the
+    # same set, so the interval and the reported value agree.
+    seen = np.union1d(np.asarray(predictions), np.asarray(references))
+    return float(f1_score(references, predictions, labels=seen, average="macro", zero_division=0))
 
 
 def confusion_matrix(predictions: Sequence[int], references: Sequence[int], num_labels: int) -> list[list[int]]:
-    """Counts: row = reference class id, column = predicted class id."""
-    matrix = np.zeros((num_labels, num_labels), dtype=int)
-    for p, r in zip(predictions, references):
-        matrix[r, p] += 1
+    """Counts as a ``num_labels`` x ``num_labels`` list of int lists: row = reference id, column = predicted id."""
+    from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
+
+    if not len(references):
+        return [[0] * num_labels for _ in range(num_labels)]
+    with warnings.catch_warnings():
+        # sklearn warns about any 1 x 1 result, even when ``labels`` says there is one class.
+        warnings.filterwarnings("ignore", message="A single label was found", category=UserWarning)
+        matrix = sklearn_confusion_matrix(references, predictions, labels=list(range(num_labels)))
     return matrix.tolist()
 
 
 def per_class(predictions: Sequence[int], references: Sequence[int], labels: list[str]) -> dict[str, dict]:
-    """Precision TP/(TP+FP), recall TP/(TP+FN) and support (reference count) for each class (0 when undefined)."""
-    matrix = np.asarray(confusion_matrix(predictions, references, len(labels)))
-    report = {}
-    for i, name in enumerate(labels):
-        tp, predicted, support = matrix[i, i], matrix[:, i].sum(), matrix[i, :].sum()
-        report[name] = {"precision": float(tp / predicted) if predicted else 0.0,
-                        "recall": float(tp / support) if support else 0.0, "support": int(support)}
-    return report
+    """Per label name: precision TP/(TP+FP), recall TP/(TP+FN) (floats, 0.0 when undefined) and
+    support, the reference count (int); ``labels[i]`` names class id ``i``."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    if not len(references):
+        return {name: {"precision": 0.0, "recall": 0.0, "support": 0} for name in labels}
+    precision, recall, _, support = precision_recall_fscore_support(
+        references, predictions, labels=list(range(len(labels))), zero_division=0)
+    return {name: {"precision": float(p), "recall": float(r), "support": int(n)}
+            for name, p, r, n in zip(labels, precision, recall, support)}
 
 
 def _nll_rows(outputs: Sequence[tuple[float, int]], references: Sequence = ()) -> np.ndarray:
@@ -190,13 +213,10 @@ GENERATION_METRICS: dict[str, Metric] = {"bleu": bleu, "rouge1": _rouge("rouge1"
 LOWER_IS_BETTER = {"perplexity", "mean_loss"}
 
 
-def classification_metrics(eval_prediction) -> dict[str, float]:
-    """``compute_metrics`` for the Trainer: logits -> argmax -> every classification metric."""
-    logits, references = eval_prediction.predictions, eval_prediction.label_ids
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    predictions = np.argmax(logits, axis=-1)
-    return {name: fn(predictions, references) for name, fn in CLASSIFICATION_METRICS.items()}
+def bootstrap_seed(cfg) -> int:
+    """The seed of the bootstrap resamples: ``eval.seed``, or ``train.seed`` when it is empty (so a
+    run evaluates as it always did)."""
+    return cfg.train.seed if cfg.eval.seed is None else cfg.eval.seed
 
 
 def bootstrap_interval(metric: Metric, outputs: Sequence, references: Sequence, samples: int,

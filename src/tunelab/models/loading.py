@@ -209,3 +209,9 @@ def transformer_layers(model):
         raise TunelabError(f"method.name: freeze cannot find the transformer layers of {type(model).__name__}; "
                            "use lora or full")
     return max(stacks, key=len)
+
+
+def context_window(model) -> int:
+    """The most tokens the model attends over (its position limit; 1024 when its config does not say)."""
+    config = model.config
+    return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 1024))

@@ -10,7 +10,7 @@ Each method writes ``RUN/quantized/<method>/``: the weights (safetensors), the t
 kept in full precision, how to load it), written last; a folder is only ever in place complete.
 A copy is reused only when its settings and its source weights are the ones asked for now, and
 a copy whose source weights changed is refused when loaded. ``--compare`` then measures every
-variant against fp32 (see ``quantize_compare``).
+variant against fp32 (see ``tunelab.quantization.compare``).
 """
 
 from __future__ import annotations
@@ -21,17 +21,16 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from tunelab.config.load import apply_override, validate
+from tunelab.config.load import with_overrides as config_overrides
 from tunelab.config.schema import TunelabConfig
-from tunelab.errors import ConfigError
 from tunelab.machine import choose_device
 from tunelab.models.kbit import describe_kept, kept_full_precision
 from tunelab.models.loading import silence_known_warnings
 from tunelab.quantization import merge
+from tunelab.quantization.provenance import SourceWeights
 from tunelab.quantization.quantizers import CPU, QUANTIZERS, Job, check_methods, installed
 from tunelab.rundir import (
     RunDir,
-    SourceWeights,
     make_readable,
     open_run,
     read_json,
@@ -41,7 +40,7 @@ from tunelab.rundir import (
     write_json,
 )
 
-OVERRIDE_SECTIONS = ("quantize.", "quantization.")
+OVERRIDE_SECTIONS = ("quantize", "quantization")
 
 
 def run(run_dir: str | Path, methods: list[str] | None = None, overrides: Iterable[str] = (),
@@ -88,17 +87,7 @@ def up_to_date(target: Path, settings: dict, source: SourceWeights) -> bool:
 
 def with_overrides(cfg: TunelabConfig, overrides: Iterable[str]) -> TunelabConfig:
     """The run's config with ``quantize.*`` / ``quantization.*`` overrides applied."""
-    overrides = list(overrides)
-    wrong = [o for o in overrides if not o.strip().startswith(OVERRIDE_SECTIONS)]
-    if wrong:
-        raise ConfigError([f"{o}: only quantize.* and quantization.* settings can change after training"
-                           for o in wrong])
-    if not overrides:
-        return cfg
-    tree = cfg.model_dump(mode="json")
-    for override in overrides:
-        apply_override(tree, override)
-    return validate(tree, source="the overrides")
+    return config_overrides(cfg, overrides, OVERRIDE_SECTIONS)
 
 
 def fp32_folder(run: RunDir, echo: Callable[[str], None], trust_remote_code: bool = False) -> Path:

@@ -6,7 +6,7 @@ Causal-LM runs: ``/v1/completions`` and ``/v1/chat/completions`` (``stream: true
 events; ``stop``, ``n``, ``seed`` and ``stream_options.include_usage`` work as in OpenAI's API), and
 ``/v1/models``. Classification runs: ``/v1/classify`` with ``{"input": "text"}`` or
 ``{"input": ["text", ...]}`` (the ``input`` field of OpenAI's embeddings and moderation APIs).
-``/health`` for both. Concurrent requests are micro-batched (``batching.py``). Bad requests, and
+``/health`` for both. Concurrent requests are micro-batched (``serving/batching.py``). Bad requests, and
 parameters this server does not implement, get a 4xx in OpenAI's error shape,
 ``{"error": {"message", "type", "param", "code"}}``, never a 500. The README's serving section
 has the table of what is supported.

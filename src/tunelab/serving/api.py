@@ -2,11 +2,12 @@
 the tables of OpenAI parameters that are ignored or refused, and the errors in OpenAI's shape."""
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Iterable, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
+from tunelab.config.schema import ServeSection
 from tunelab.serving.web import UNICODE_ERRORS, Timeouts, error_body, valid_unicode
 
 DEFAULT_MAX_TOKENS = 16
@@ -15,19 +16,35 @@ MIN_TEMPERATURE = 0.01        # below this (but above 0) the probabilities overf
 SEED_RANGE = 2 ** 64          # torch seeds are 64-bit
 
 
+SERVE = ServeSection()  # the config's defaults: defaults live only in the schema
+
+
 @dataclass
 class ServeSettings:
-    max_batch_size: int = 16         # requests sharing one forward pass
-    max_wait_ms: float = 5.0         # how long the first request of a batch waits for company
-    max_tokens_cap: int = 256        # the largest max_tokens a request may ask for
-    max_inputs: int = 64             # texts per /v1/classify call; prompts x n per completion call
-    max_choices: int = 8             # the largest n a request may ask for
-    timeout_s: float = 60.0          # a request still running after this is cut (504; an error event in a stream)
+    """Everything the server runs with: the config's ``serve`` section (``from_config``; each field is
+    explained in ``tunelab.config.schema.ServeSection``), plus what stays out of the config."""
+
+    host: str = SERVE.host
+    port: int = SERVE.port
+    threads: Optional[int] = SERVE.threads
+    seed: Optional[int] = SERVE.seed
+    max_batch_size: int = SERVE.max_batch_size
+    max_wait_ms: float = SERVE.max_wait_ms
+    max_tokens_cap: int = SERVE.max_tokens_cap
+    max_inputs: int = SERVE.max_inputs
+    max_choices: int = SERVE.max_choices
+    timeout_s: float = SERVE.timeout_s
+    max_body_bytes: int = SERVE.max_body_bytes
     api_key: Optional[str] = None    # when set, every route but /health needs "Authorization: Bearer KEY"
-    max_body_bytes: int = 1_048_576  # larger request bodies are refused (413) before being read
     timeouts: Timeouts = field(default_factory=Timeouts)  # slow request heads and bodies are cut
     check_host: bool = True          # bound to a loopback address: answer only Host: localhost/127.0.0.1/[::1]
     allowed_hosts: tuple[str, ...] = ()  # ... and these names (a reverse proxy or tunnel on this machine)
+
+    @classmethod
+    def from_config(cls, section: ServeSection, api_key: Optional[str] = None,
+                    allowed_hosts: Iterable[str] = ()) -> "ServeSettings":
+        """The settings of a config's ``serve`` section, with the API key and extra host names (never in the config)."""
+        return cls(**section.model_dump(), api_key=api_key, allowed_hosts=tuple(allowed_hosts))
 
 
 def unicode_text(value: str) -> str:

@@ -36,7 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tunelab.config.schema import TASKS
 from tunelab.errors import TunelabError
-from tunelab.rundir import RunDir, check_fresh, open_run, refuse_remote_code, study_kind, variant_info_path
+from tunelab.quantization.provenance import check_fresh
+from tunelab.rundir import RunDir, open_run, refuse_remote_code, study_kind, variant_info_path
 from tunelab.serving.web import (
     UNICODE_ERRORS,
     Timeouts,
@@ -112,8 +113,7 @@ def _label_text(result: dict) -> str:
 def base_predictor(loaded):
     """The model before fine-tuning: a linear probe on the frozen encoder (classification, as
     ``tunelab evaluate`` compares), or the base model itself (causal LM)."""
-    from tunelab.evaluation.causal import base_model
-    from tunelab.inference import generate
+    from tunelab.inference import base_model, generate
 
     if loaded.labels is None:
         # This run instance serves only as the base, so the adapter stays off (or the base stays

@@ -164,9 +164,8 @@ def chat_message(message: Message, index: int) -> dict:
     return {"role": role, "content": "".join(part.text for part in message.content)}
 
 
-def run(run_dir: str, variant: str | None, host: str, port: int, settings: ServeSettings, echo=print,
-        trust_remote_code: bool = False) -> None:
-    """Load the run and serve it until interrupted."""
+def run(run_dir: str, variant: str | None, settings: ServeSettings, echo=print, trust_remote_code: bool = False) -> None:
+    """Load the run and serve it on ``settings.host:settings.port`` until interrupted."""
     from tunelab.errors import TunelabError
     from tunelab.inference import load_run
     from tunelab.machine import set_threads
@@ -177,12 +176,22 @@ def run(run_dir: str, variant: str | None, host: str, port: int, settings: Serve
     except ImportError:
         raise TunelabError("tunelab serve needs FastAPI and uvicorn; install them with pip install 'tunelab[serve]'") from None
 
-    refuse_open_without_key(host, settings.api_key, "serve")
+    refuse_open_without_key(settings.host, settings.api_key, "serve")
     loaded = load_run(run_dir, variant, trust_remote_code=trust_remote_code)
-    threads = set_threads(loaded.cfg.train.threads)
+    threads = set_threads(settings.threads)
+    seed_once(settings.seed)
     model_id = loaded.run_dir.name + (f"-{variant}" if variant else "")
+    host, port = settings.host, settings.port
     settings = dataclasses.replace(settings, check_host=is_loopback(host))
     app = create_app(loaded, settings, model_id)
     where = "" if is_loopback(host) else " (reachable from other machines)"
     echo(f"serving {model_id} ({loaded.cfg.task}, {threads} threads) on http://{host}:{port}{where}; Ctrl+C stops")
     uvicorn_server(app, host, port, settings.timeouts).run()
+
+
+def seed_once(seed: int | None) -> None:
+    """Seed torch at start (``serve.seed``), so unseeded sampling repeats from one start to the next."""
+    if seed is not None:
+        import torch
+
+        torch.manual_seed(seed)

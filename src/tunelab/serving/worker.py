@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from tunelab.inference import LoadedRun, StopTexts, classify, generate, render_prompt
+from tunelab.models.loading import context_window
 from tunelab.serving.api import (
     DEFAULT_MAX_TOKENS,
     MAX_STOPS,
@@ -95,8 +96,6 @@ class Worker:
     """Validation against the model, and the batched calls into it."""
 
     def __init__(self, loaded: LoadedRun, settings: ServeSettings, model_id: str):
-        from tunelab.evaluation.causal import context_window
-
         self.loaded, self.settings, self.model_id = loaded, settings, model_id
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunelab-model")  # torch uses every core
         self.prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunelab-prep")  # templates, token counts

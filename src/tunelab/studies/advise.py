@@ -133,10 +133,9 @@ def _causal(cfg: TunelabConfig, run_dir: Path, train_rows: list[dict], test_rows
     from transformers import AutoModel, AutoTokenizer
 
     from tunelab.data.tokenize import to_messages
-    from tunelab.evaluation.causal import base_model
     from tunelab.evaluation.metrics import GENERATION_METRICS
     from tunelab.evaluation.probe import embed
-    from tunelab.inference import generate, load_run
+    from tunelab.inference import base_model, generate, load_run
     from tunelab.models.loading import quietly
     from tunelab.models.resolve import resolve_model
 

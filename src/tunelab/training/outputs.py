@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tunelab.config.schema import TunelabConfig
 from tunelab.models.resolve import public_name
-from tunelab.rundir import RunDir, folder_size_mb, read_json, write_json
+from tunelab.rundir import RunDir, folder_size_mb, model_card_path, read_json, write_json
 from tunelab.training.model_card import model_card
 
 
@@ -68,7 +68,7 @@ def describe_artifact(run: RunDir, artifact: Path, cfg: TunelabConfig, metrics: 
     if labels and metrics["artifact"] == "adapter":
         shutil.copyfile(run.labels_path, artifact / run.labels_path.name)
     card = model_card(cfg, metrics, read_json(run.data_report_path), labels)
-    (artifact / "README.md").write_text(card, encoding="utf-8")
+    model_card_path(artifact).write_text(card, encoding="utf-8")
 
 
 def name_the_base(adapter_config: Path, name: str) -> None:

@@ -261,7 +261,9 @@ def _replace_printer(trainer) -> None:
 
 
 def _classification_metrics():
-    from tunelab.evaluation.metrics import classification_metrics
+    """The Trainer's ``compute_metrics`` for classification (accuracy and macro-F1 from eval logits)."""
+    # Imported here: sklearn takes over a second to import and only classification runs need it.
+    from tunelab.training.trainer_metrics import classification_metrics
 
     return classification_metrics
 
