@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from html.parser import HTMLParser
 from pathlib import Path
 
 SCRIPT = "<script>alert(1)</script>"
@@ -88,3 +89,24 @@ def write_sweep(folder: Path, key: str = "lora.r", value="4", recommendation: st
 
 def _json(path: Path, data) -> None:
     path.write_text(json.dumps(data), encoding="utf-8")
+
+
+class Collector(HTMLParser):
+    """The tags, the external references and the text of an HTML page."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags, self.external, self.text = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name in ("src", "href", "srcset", "action", "data") and value and "//" in value:
+                self.external.append((tag, name, value))
+            if name == "style" and value and "url(" in value:
+                self.external.append((tag, name, value))
+        if tag in ("script", "link", "iframe", "img"):
+            self.external.append((tag, "tag", ""))
+
+    def handle_data(self, data):
+        self.text.append(data)

@@ -32,7 +32,7 @@ def blocks(language: str) -> list[tuple[str, str, str | None]]:
     return found
 
 
-# Blocks that load a finished run (runs/demo) run in tests/test_plain_peft.py, which makes one first.
+# Blocks that load a finished run (runs/demo) run in tests/training/test_plain_peft.py, which makes one first.
 PYTHON = [block for block in blocks("python") if "runs/demo/" not in block[1]]
 COMMANDS = [(where, line.strip()) for where, code, _ in blocks("bash") for line in code.splitlines()
             if line.strip().startswith("tunelab ")]

@@ -13,7 +13,7 @@ from conftest import train_config
 from tunelab import machine
 from tunelab.config import load_config
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 

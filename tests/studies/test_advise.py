@@ -8,7 +8,7 @@ import pytest
 from conftest import train_config
 from tunelab.studies.advise import recommend
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def rows(prompting, retrieval, tuned):

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import write_config, write_jsonl
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def tunelab(*args, cwd=None):

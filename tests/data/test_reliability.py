@@ -13,7 +13,7 @@ import yaml
 
 from conftest import write_config, write_jsonl
 
-BAD = Path(__file__).parent / "data" / "bad"
+BAD = Path(__file__).parent / "bad"
 CASES = yaml.safe_load((BAD / "cases.yaml").read_text(encoding="utf-8"))
 GOOD_ROWS = [{"text": f"a good row {i}", "label": "billing" if i % 2 else "shipping"} for i in range(24)]
 GENERATED = {

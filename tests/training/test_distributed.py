@@ -92,7 +92,7 @@ def test_torchrun_ranks_train_on_disjoint_shards_that_cover_the_data(tmp_path, t
     probe = tmp_path / "probe"
     probe.mkdir()
     launch(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(Path(__file__).with_name("shard_probe.py")), str(probe), "train", str(cfg))
+           str(Path(__file__).parents[1] / "shard_probe.py"), str(probe), "train", str(cfg))
     import datasets
 
     train_ids = {tuple(r) for r in datasets.load_from_disk(str(tmp_path / "run" / "data" / "tokenized"))["train"]["input_ids"]}

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from conftest import train_config
-from test_report import Collector
+from report_fixtures import Collector
 from tunelab.config import load_config
 from tunelab.errors import ConfigError, RunFolderError, TunelabError
 from tunelab.evaluation.measure import weights_memory

@@ -7,7 +7,7 @@ from tunelab.config import load_config, schema_text, to_yaml
 from tunelab.config.schema import TunelabConfig
 from tunelab.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "configs").rglob("*.yaml"))
 
 MINIMAL = """

@@ -1,31 +1,12 @@
 """The HTML report holds the numbers of the runs it was given and makes no external request."""
 
 import json
-from html.parser import HTMLParser
 
 from conftest import train_config
+from report_fixtures import Collector
 from tunelab.config import load_config
 from tunelab.evaluation import evaluate
 from tunelab.training import train
-
-
-class Collector(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.tags, self.external, self.text = [], [], []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append(tag)
-        for name, value in attrs:
-            if name in ("src", "href", "srcset", "action", "data") and value and "//" in value:
-                self.external.append((tag, name, value))
-            if name == "style" and value and "url(" in value:
-                self.external.append((tag, name, value))
-        if tag in ("script", "link", "iframe", "img"):
-            self.external.append((tag, "tag", ""))
-
-    def handle_data(self, data):
-        self.text.append(data)
 
 
 def test_report_contains_run_numbers_and_no_external_requests(tmp_path, tiny_bert, run_cli):

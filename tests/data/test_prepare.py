@@ -9,7 +9,7 @@ import pytest
 from conftest import intent_rows, write_config, write_jsonl
 from tunelab.data.tokenize import IGNORE_INDEX
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def read_jsonl(path):

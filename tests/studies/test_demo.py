@@ -7,7 +7,7 @@ import yaml
 
 from tunelab.studies.demo import DEMOS, demo_config, summary_table
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("task", list(DEMOS))

@@ -16,7 +16,7 @@ from tunelab.config import load_config
 from tunelab.machine import peak_rss_mb
 from tunelab.training import train
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from reliability import API_KEY, abuse_plan, current_rss_mb, hammer, summarize  # noqa: E402
 
 REQUESTS, CLIENTS, BAD_SHARE = 2000, 16, 0.1

@@ -19,7 +19,7 @@ from tunelab.config import load_config
 from tunelab.models.resolve import resolve_model
 from tunelab.training import train
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 INTENTS = [{"text": f"{text} number {i}", "label": label} for i in range(10) for text, label in [
     ("I was charged twice for my order", "payment_issue"), ("where is my parcel", "order_status"),
