@@ -37,7 +37,7 @@ from tunelab.config.schema import QUANTIZE_METHODS
 from tunelab.errors import TunelabError
 from tunelab.quantization import compare as quantize_compare
 from tunelab.quantization import quantize
-from tunelab.quantization.quantizers import installed
+from tunelab.models.quantizers import installed
 from tunelab.rundir import open_run
 from tunelab.training import train
 

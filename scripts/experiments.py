@@ -27,7 +27,7 @@ from tunelab.errors import TunelabError
 from tunelab.machine import cpu_count, cpu_description
 from tunelab.quantization import compare as quantize_compare
 from tunelab.quantization import quantize
-from tunelab.quantization.quantizers import installed
+from tunelab.models.quantizers import installed
 from tunelab.rundir import open_run, read_json, versions, write_json
 from tunelab.studies import advise, bakeoff, sweep
 from tunelab.tables import fmt, markdown_table, replace_marked

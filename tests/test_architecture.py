@@ -4,6 +4,7 @@ Read from the source with ``ast`` (nothing is imported), so a function-level imp
 """
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -124,10 +125,12 @@ def test_a_full_fine_tuning_run_has_its_model_where_the_adapter_would_be(tmp_pat
 
 @pytest.mark.parametrize("old, new", [("train", "tunelab.training.train"), ("runs", "tunelab.rundir"),
                                       ("quantize_compare", "tunelab.quantization.compare"),
-                                      ("serve", "tunelab.serving")])
+                                      ("serve", "tunelab.serving"), ("serve.api", "tunelab.serving.api")])
 def test_old_import_paths_give_the_module_at_its_new_place(old, new):
-    code = (f"import importlib, tunelab; from tunelab import {old} as a; b = importlib.import_module('tunelab.{old}'); "
-            f"assert a is b is importlib.import_module('{new}'), (a, b)")
+    code = (f"import importlib, tunelab; b = importlib.import_module('tunelab.{old}'); "
+            f"new = importlib.import_module('{new}'); assert b is new and new.__spec__.name == '{new}', (b, new)")
+    if "." not in old:
+        code += f"; from tunelab import {old} as a; assert a is new"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
@@ -135,3 +138,37 @@ def test_old_import_paths_give_the_module_at_its_new_place(old, new):
 def test_an_unknown_name_is_still_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'trian'"):
         tunelab.trian  # noqa: B018
+
+
+def test_the_readme_module_map_matches_the_tree():
+    readme = (PACKAGE.parents[1] / "README.md").read_text(encoding="utf-8")
+    table = readme.split("| module or package | what it holds |")[1].split("\n\n")[0]
+    rows = [line for line in table.splitlines() if line.strip().startswith("| `")]
+    named = {name for row in rows for name in re.findall(r"`([a-z_]+(?:/|\.py))`", row.split("|")[1])}
+    on_disk = {p.name for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__")}
+    on_disk |= {f"{p.parent.name}/" for p in PACKAGE.glob("*/__init__.py")}
+    assert named == on_disk
+    for row in rows:
+        first = re.findall(r"`([a-z_]+)/`", row.split("|")[1])
+        for module in re.findall(r"`([a-z_0-9]+\.py)`", row.split("|")[2]) if first else []:
+            assert (PACKAGE / first[0] / module).exists(), f"{first[0]}/{module}"
+
+
+# The README's module map, bottom to top: a module imports only from its own layer and the ones below.
+LAYERS = [("errors", "secrets", "tables"), ("machine",), ("config",), ("rundir",), ("models",), ("data",),
+          ("training",), ("inference",), ("evaluation",), ("quantization",), ("export",), ("serving",),
+          ("studies",), ("cli",)]
+# Named exceptions, each for a reason: tiny test models train their tokenizer on the built-in data, and
+# the app shows the report's sections (it becomes the studio, above every stage).
+UPWARD = {("tunelab.models.tiny", "tunelab.data.builtin"), ("tunelab.serving.app", "tunelab.studies.report")}
+
+
+def layer(module: str) -> int:
+    top = module.split(".")[1]
+    return next(i for i, names in enumerate(LAYERS) if top in names)
+
+
+def test_imports_point_down_the_module_map():
+    upward = {(name, target) for name in MODULES if name.count(".") >= 1 and name != "tunelab.__main__"
+              for target in imported_modules(name) if target.count(".") >= 1 and layer(target) > layer(name)}
+    assert upward == UPWARD

@@ -277,7 +277,7 @@ def test_gptq_names_a_group_size_that_fits_the_real_widths(lora_config, smollm2)
     it suggests instead is one the CPU kernel takes."""
     pytest.importorskip("gptqmodel", reason="GPTQ needs the gptq extra: pip install 'tunelab[gptq]'")
     from tunelab.errors import TunelabError
-    from tunelab.quantization.quantizers import check_gptq_model
+    from tunelab.models.quantizers import check_gptq_model
 
     cfg = load_config(lora_config)
     with pytest.raises(TunelabError, match=r"does not divide the layer widths \[576, 1536\]; use 64"):

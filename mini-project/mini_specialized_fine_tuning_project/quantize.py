@@ -17,7 +17,7 @@ from project import RUN, main_guard, require
 
 from tunelab.quantization import compare as quantize_compare
 from tunelab.quantization import quantize
-from tunelab.quantization.quantizers import installed
+from tunelab.models.quantizers import installed
 from tunelab.rundir import open_run
 
 

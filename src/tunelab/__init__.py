@@ -1,7 +1,6 @@
 """tunelab: fine-tune pre-trained language models on your own data and measure what it bought you."""
 
 import importlib as _importlib
-import importlib.abc as _abc
 import importlib.util as _util
 import logging as _logging
 import sys as _sys
@@ -20,17 +19,19 @@ _logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
     lambda record: "Failed to load CPU gemm_4bit_forward" not in record.getMessage())
 
 # Modules that moved into the stage packages, by their old names: ``from tunelab import train`` and
-# ``import tunelab.runs`` keep working and give the module at its new place.
-MOVED = {
+# ``import tunelab.runs`` give the module at its new place (one module object under both names). Names
+# that moved from one module to another (``cpu_count`` into ``machine``) are imported from their new home.
+_MOVED = {
     "runs": "rundir",
     "threads": "machine",
     "modeling": "machine",
-    "models": "models.resolve",
     "packaged_models": "models.packaged",
     "gguf_import": "models.gguf_import",
     "tiny": "models.tiny",
     "kbit": "models.kbit",
     "causal_loss": "models.causal_loss",
+    "quantizers": "models.quantizers",
+    "dynamic_int8": "models.dynamic_int8",
     "prepare": "data.prepare",
     "train": "training.train",
     "train_outputs": "training.outputs",
@@ -46,10 +47,12 @@ MOVED = {
     "measure": "evaluation.measure",
     "quantize": "quantization.quantize",
     "quantize_compare": "quantization.compare",
-    "quantizers": "quantization.quantizers",
-    "dynamic_int8": "quantization.dynamic_int8",
     "merge": "quantization.merge",
     "serve": "serving",
+    "serve.api": "serving.api",
+    "serve.server": "serving.server",
+    "serve.streams": "serving.streams",
+    "serve.worker": "serving.worker",
     "web": "serving.web",
     "batching": "serving.batching",
     "app": "serving.app",
@@ -66,26 +69,30 @@ MOVED = {
 }
 
 
-class _MovedModules(_abc.MetaPathFinder, _abc.Loader):
-    """Imports ``tunelab.<old name>`` as the module it became (one module object under both names)."""
+class _MovedModules:
+    """Imports ``tunelab.<old name>`` as the module it became, leaving that module's own spec in place."""
 
     def find_spec(self, fullname, path=None, target=None):
-        old = fullname.removeprefix(__name__ + ".")
-        if fullname.startswith(__name__ + ".") and old in MOVED:
+        if fullname.removeprefix(__name__ + ".") in _MOVED and fullname.startswith(__name__ + "."):
             return _util.spec_from_loader(fullname, self)
         return None
 
     def create_module(self, spec):
-        return _importlib.import_module(f"{__name__}.{MOVED[spec.name.removeprefix(__name__ + '.')]}")
+        module = _importlib.import_module(f"{__name__}.{_MOVED[spec.name.removeprefix(__name__ + '.')]}")
+        self._specs = getattr(self, "_specs", {})
+        self._specs[spec.name] = module.__spec__  # the import system is about to overwrite it with the alias's
+        return module
 
     def exec_module(self, module):
-        pass  # the module ran when it was imported under its new name
+        module.__spec__ = self._specs.pop(module.__spec__.name, module.__spec__)  # ran under its new name already
 
 
-_sys.meta_path.append(_MovedModules())
+# First in line, so that an old path inside a moved package (``tunelab.serve.api``) is this alias, not a
+# second copy of the file loaded under the old name.
+_sys.meta_path.insert(0, _MovedModules())
 
 
 def __getattr__(name: str):
-    if name in MOVED:  # ``from tunelab import train``
-        return _importlib.import_module(f"{__name__}.{MOVED[name]}")
+    if name in _MOVED:  # ``from tunelab import train``
+        return _importlib.import_module(f"{__name__}.{_MOVED[name]}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,8 +15,8 @@ from tunelab.config.schema import TunelabConfig
 from tunelab.errors import RunFolderError, TunelabError
 from tunelab.machine import choose_device
 from tunelab.models.loading import align_pad_token, load_base_model, only_needed_peft_backends, silence_known_warnings
-from tunelab.quantization.provenance import check_fresh
-from tunelab.quantization.quantizers import QUANTIZERS
+from tunelab.models.provenance import check_fresh
+from tunelab.models.quantizers import QUANTIZERS
 from tunelab.rundir import VARIANTS, RunDir, open_run, refuse_remote_code, variant_info_path
 from tunelab.training.methods import METHODS
 

@@ -34,16 +34,17 @@ class Device:
     description: str
 
 
-def choose_device(want: str = "auto", setting: str = "train.device") -> Device:
+def choose_device(want: str = "auto", setting: str = "train.device", instead: str = "use auto or cpu") -> Device:
     """CUDA when present and not refused (bf16 where the GPU supports it), else the CPU in fp32.
 
-    ``want`` is a config's device setting (``auto``, ``cpu`` or ``cuda``); ``setting`` names it in errors.
+    ``want`` is a device setting (``auto``, ``cpu`` or ``cuda``); ``setting`` names it in errors and
+    ``instead`` says what to do when CUDA is asked for and missing.
     """
     import torch
 
     has_cuda = torch.cuda.is_available()
     if want == "cuda" and not has_cuda:
-        raise TunelabError(f"{setting}: 'cuda' was asked for but no CUDA GPU is visible; use auto or cpu")
+        raise TunelabError(f"{setting}: 'cuda' was asked for but no CUDA GPU is visible; {instead}")
     if want != "cpu" and has_cuda:
         bf16 = torch.cuda.is_bf16_supported()
         return Device("cuda", bf16, f"{torch.cuda.get_device_name(0)} ({'bf16' if bf16 else 'fp32'})")

@@ -24,6 +24,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
+import yaml
+
 from tunelab.config.describe import to_yaml
 from tunelab.config.load import validate
 from tunelab.config.schema import QUANTIZE_METHODS, TunelabConfig
@@ -147,6 +149,10 @@ class RunDir:
         return self.root / "quantization.md"
 
     @property
+    def export_dir(self) -> Path:
+        return self.root / "export"
+
+    @property
     def summary_path(self) -> Path:
         return self.root / "summary.json"
 
@@ -213,8 +219,6 @@ class RunDir:
         return read_jsonl(path)
 
     def read_config(self) -> TunelabConfig:
-        import yaml
-
         tree = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
         return validate(tree, source=str(self.config_path))
 

@@ -107,8 +107,8 @@ def test_help_shows_single_percent_signs():
 
 
 def test_percent_signs_in_descriptions_and_help_survive(monkeypatch):
-    from tunelab.cli.args import Command
     from tunelab.cli import commands as cli
+    from tunelab.cli.args import Command
 
     commands = {"a": Command("100% of the help", lambda p: None, lambda a: None),
                 "b": Command("short", lambda p: None, lambda a: None, "50% of a description, not %(prog)s")}

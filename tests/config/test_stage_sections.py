@@ -121,14 +121,12 @@ def test_a_network_host_in_the_config_needs_an_api_key(tmp_path, run_cli, monkey
 def test_the_server_takes_threads_and_seed_from_its_settings(monkeypatch):
     import types
 
-    import tunelab.inference
-    import tunelab.machine
     from tunelab.serving import server
 
     seen = {}
     loaded = types.SimpleNamespace(run_dir=Path("runs/x"), cfg=types.SimpleNamespace(task="classification"))
-    monkeypatch.setattr(tunelab.inference, "load_run", lambda *a, **k: loaded)
-    monkeypatch.setattr(tunelab.machine, "set_threads", lambda threads: seen.setdefault("threads", threads) or 4)
+    monkeypatch.setattr(server, "load_run", lambda *a, **k: loaded)
+    monkeypatch.setattr(server, "set_threads", lambda threads: seen.setdefault("threads", threads) or 4)
     monkeypatch.setattr(server, "seed_once", lambda seed: seen.setdefault("seed", seed))
     monkeypatch.setattr(server, "create_app", lambda loaded, settings, model_id: seen.setdefault("app", settings))
     monkeypatch.setattr(server, "uvicorn_server", lambda app, host, port, timeouts: types.SimpleNamespace(
@@ -170,3 +168,15 @@ def test_overrides_after_training_keep_the_rest_of_the_config(tmp_path):
     assert changed.serve.host == "127.0.0.1" and changed.train == cfg.train and changed.output == cfg.output
     with pytest.raises(ConfigError, match=r"only eval.\*, quantize.\*, quantization.\* and serve.\* settings"):
         with_overrides(cfg, ["lora.r=2"])
+
+
+def test_eval_and_serve_fall_back_to_the_training_seed_and_threads():
+    from tunelab.config import from_dict
+
+    base = {"task": "classification", "data": {"train": "x.jsonl"}, "train": {"threads": 1, "seed": 7}}
+    cfg = from_dict(base)
+    assert (cfg.eval_seed(), cfg.eval_threads(), cfg.serve_threads()) == (7, 1, 1)
+    own = from_dict({**base, "eval": {"seed": 3, "threads": 2}, "serve": {"threads": 2}})
+    assert (own.eval_seed(), own.eval_threads(), own.serve_threads()) == (3, 2, 2)
+    measured = from_dict({"task": "classification", "data": {"train": "x.jsonl"}})
+    assert (measured.eval_threads(), measured.serve_threads()) == (None, None)

@@ -18,7 +18,7 @@ from tunelab.config import load_config
 from tunelab.errors import TunelabError
 from tunelab.machine import Device
 from tunelab.models.kbit import HEAD_MODULES, fits_4bit_kernel, kept_full_precision
-from tunelab.quantization.quantizers import QUANTIZERS, Job
+from tunelab.models.quantizers import QUANTIZERS, Job
 
 pytest.importorskip("bitsandbytes")
 CPU = Device("cpu", False, "cpu")

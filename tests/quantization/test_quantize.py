@@ -14,9 +14,9 @@ from tunelab.config import load_config
 from tunelab.errors import ConfigError, RunFolderError, TunelabError
 from tunelab.evaluation.measure import weights_memory
 from tunelab.machine import Device
-from tunelab.quantization import dynamic_int8
+from tunelab.models import dynamic_int8
+from tunelab.models.quantizers import QUANTIZERS, Job, check_gptq_model, check_methods
 from tunelab.quantization.compare import token_agreement
-from tunelab.quantization.quantizers import QUANTIZERS, Job, check_gptq_model, check_methods
 from tunelab.training import train
 
 CPU = Device("cpu", False, "cpu")
@@ -143,12 +143,14 @@ def test_unknown_method_lists_every_method_and_where_it_runs():
 
 def test_gpu_only_requests_fail_clearly_on_a_cpu_machine(monkeypatch):
     from tunelab.machine import choose_device
+    from tunelab.quantization.quantize import CPU_INSTEAD
 
     with pytest.raises(TunelabError, match="runs only on a CPU"):
         check_methods(["dynamic-int8"], "cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(TunelabError, match="--device: 'cuda' was asked for but no CUDA GPU is visible"):
-        choose_device("cuda", setting="--device")
+    with pytest.raises(TunelabError, match="--device: 'cuda' was asked for but no CUDA GPU is visible; use --device "
+                                           r"cpu \(int8, nf4, gptq and dynamic-int8 all run on a CPU\)"):
+        choose_device("cuda", "--device", CPU_INSTEAD)
 
 
 def test_missing_extra_names_the_pip_command(monkeypatch):
@@ -197,7 +199,7 @@ def test_gptq_suggests_a_group_size_that_divides_every_width_and_runs_on_a_cpu(t
 
 
 def test_gptq_group_size_auto_takes_the_largest_that_fits(tmp_path, tiny_llama):
-    from tunelab.quantization.quantizers import _auto_group_size
+    from tunelab.models.quantizers import _auto_group_size
 
     cfg = load_config(train_config(tmp_path, tiny_llama, task="causal_lm"))
     assert cfg.quantize.group_size == "auto"
@@ -366,7 +368,7 @@ def test_gptq_on_a_tiny_llama_run(tmp_path, tiny_llama, run_cli):
 
 
 def test_installed_drops_methods_whose_library_is_missing_and_says_so(monkeypatch):
-    from tunelab.quantization import quantizers
+    from tunelab.models import quantizers
 
     monkeypatch.setattr(quantizers, "missing_extra", lambda name: "gptq" if name == "gptq" else None)
     said = []
@@ -378,8 +380,8 @@ def test_a_quantized_copy_is_tied_to_the_weights_it_was_made_from(tmp_path, tiny
     import shutil
 
     from tunelab.inference import load_run
+    from tunelab.models.provenance import weights_digest
     from tunelab.quantization import quantize
-    from tunelab.quantization.provenance import weights_digest
 
     config = train_config(tmp_path, tiny_bert, train={"max_steps": 2})
     run_dir = train.run(load_config(config))

@@ -390,3 +390,16 @@ def test_overwriting_a_run_removes_what_the_old_run_left(tmp_path, tiny_bert):
                         ["output.overwrite=true"])
     train.run(again)
     assert (run_dir / "COMPLETE").exists() and not (run_dir / "eval.json").exists()
+
+
+def test_a_run_started_before_the_serve_section_existed_can_still_resume():
+    from tunelab.config import from_dict
+    from tunelab.training.train import _changed_keys
+
+    cfg = from_dict({"task": "classification", "data": {"train": "x.jsonl"}}).model_dump(mode="json")
+    older = {key: value for key, value in cfg.items() if key != "serve"}  # a train_state.json from before
+    assert _changed_keys(older, cfg) == []
+    served = {**cfg, "serve": {**cfg["serve"], "port": 9000}, "quantize": {**cfg["quantize"], "group_size": 32}}
+    assert _changed_keys(cfg, served) == []
+    tuned = {**cfg, "lora": {**cfg["lora"], "r": cfg["lora"]["r"] * 2}}
+    assert _changed_keys(cfg, tuned) == [f"lora.r ({cfg['lora']['r']} -> {cfg['lora']['r'] * 2})"]

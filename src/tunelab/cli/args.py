@@ -48,3 +48,12 @@ def variant_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", choices=("adapter", "merged") + QUANTIZE_METHODS, default=None,
                         help="which copy of the model to use: the adapter as trained (default), RUN/merged/ "
                              "(tunelab merge), or RUN/quantized/<method>/ (tunelab quantize)")
+
+
+OVERRIDES_HELP = ("settings that replace the config's, as section.key=value (e.g. train.epochs=2 lora.r=16); "
+                  "values are YAML (null, true, [q_proj, v_proj]). `tunelab config schema` lists every key")
+
+
+def config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML config file (see configs/ for examples)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)

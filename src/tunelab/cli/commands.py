@@ -14,9 +14,18 @@ import re
 import sys
 
 from tunelab import __version__
-from tunelab.cli.args import Command, non_negative_float, positive_int, run_argument, trust_argument, variant_argument
+from tunelab.cli.args import (
+    Command,
+    config_arguments,
+    non_negative_float,
+    positive_int,
+    run_argument,
+    trust_argument,
+    variant_argument,
+)
 from tunelab.cli.deploy import DEPLOY_COMMANDS
 from tunelab.cli.models import MODELS_COMMANDS
+from tunelab.cli.studies import DEMO_COMMAND, STUDY_COMMANDS
 from tunelab.errors import TrainingInterrupted, TunelabError
 from tunelab.secrets import redact
 
@@ -24,15 +33,6 @@ MAX_PROBLEMS_SHOWN = 20
 # Errors from the disk, not from tunelab: full, read-only, or not ours to write.
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 RUST_OS_ERROR = re.compile(r"([^:]*?)\s*\(os error (\d+)\)")
-
-OVERRIDES_HELP = ("settings that replace the config's, as section.key=value (e.g. train.epochs=2 lora.r=16); "
-                  "values are YAML (null, true, [q_proj, v_proj]). `tunelab config schema` lists every key")
-
-
-def _config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="YAML config file (see configs/ for examples)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
-
 
 def _prepare(args: argparse.Namespace) -> None:
     from tunelab.config import load_config
@@ -47,7 +47,7 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
-    _config_arguments(parser)
+    config_arguments(parser)
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from its last checkpoint (same data order and "
                              "optimizer state); refuses if the config or data changed")
@@ -148,96 +148,6 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(f"wrote {report['written_to']}/eval.json and predictions.jsonl")
 
 
-def _bakeoff_arguments(parser: argparse.ArgumentParser) -> None:
-    _config_arguments(parser)
-    parser.add_argument("--methods", required=True, help="comma-separated methods, e.g. full,lora,dora,qlora")
-    parser.add_argument("--out", help="folder for the runs and bakeoff.json/.md (default: OUTPUT_DIR-bakeoff)")
-    parser.add_argument("--same-learning-rate", action="store_true",
-                        help="train full and freeze at the config's learning rate too (default: at most 5e-5, "
-                             "since adapter learning rates wreck full fine-tuning)")
-
-
-def _bakeoff(args: argparse.Namespace) -> None:
-    from tunelab.studies import bakeoff
-
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    report = bakeoff.run(args.config, args.overrides, methods, args.out, echo=print,
-                         same_learning_rate=args.same_learning_rate)
-    print(bakeoff.summary_text(report))
-    print(f"wrote {report['dir']}/bakeoff.json and bakeoff.md")
-
-
-def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="YAML config file")
-    parser.add_argument("axes", nargs="+", metavar="KEY=V1,V2",
-                        help="values to try per setting, e.g. lora.r=2,4,8,16 lora.lora_alpha=8,16,32")
-    parser.add_argument("--samples", type=positive_int, help="try this many random points of the grid instead of all")
-    parser.add_argument("--tolerance", type=non_negative_float, default=0.01,
-                        help="recommend the cheapest point within this much of the best validation score "
-                             "(default 0.01)")
-    parser.add_argument("--out", help="folder for the runs and sweep.json/.md (default: OUTPUT_DIR-sweep)")
-
-
-def _sweep(args: argparse.Namespace) -> None:
-    from tunelab.studies import sweep
-
-    report = sweep.run(args.config, args.axes, args.samples, args.tolerance, args.out, echo=print)
-    print(sweep.summary_text(report))
-    print(f"wrote {report['dir']}/sweep.json and sweep.md")
-
-
-def _advise_arguments(parser: argparse.ArgumentParser) -> None:
-    _config_arguments(parser)
-    parser.add_argument("--tolerance", type=non_negative_float, default=0.02,
-                        help="prefer a simpler approach whose quality is within this much of the best (default 0.02)")
-    parser.add_argument("--out", help="folder for the fine-tuning run and advise.json (default: OUTPUT_DIR-advise)")
-
-
-def _advise(args: argparse.Namespace) -> None:
-    from tunelab.studies import advise
-
-    report = advise.run(args.config, args.overrides, args.tolerance, args.out, echo=print)
-    print(advise.summary_text(report))
-    print(f"wrote {report['dir']}/advise.json")
-
-
-def _report_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("sources", nargs="+", metavar="RUN_OR_BAKEOFF",
-                        help="finished run folders (evaluate them first for metric charts), bake-off or sweep folders")
-    parser.add_argument("--out", default=None,
-                        help="file to write (default: report.html, or report.md with --markdown, inside the folder "
-                             "given; required when several folders are given, since the report belongs to none "
-                             "of them alone)")
-    parser.add_argument("--markdown", action="store_true", help="write the same numbers as Markdown instead of HTML")
-
-
-def _report(args: argparse.Namespace) -> None:
-    from tunelab.studies import report
-
-    print(f"wrote {report.run(args.sources, args.out, markdown=args.markdown)}")
-
-
-def _demo_arguments(parser: argparse.ArgumentParser) -> None:
-    from tunelab.studies.demo import DEMOS
-
-    parser.add_argument("--task", choices=list(DEMOS), default="classification",
-                        help="classification (default): MiniLM, linear probe vs LoRA on support intents, about 3 "
-                             "minutes; causal_lm: SmolLM2-135M-Instruct as released vs LoRA-tuned on support "
-                             "replies, with generations side by side (fetches the model once, about 93 MB)")
-    parser.add_argument("--out", default=None,
-                        help="run folder for the demo (default runs/demo, or runs/demo-causal-lm with --task causal_lm)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="change the demo's settings, e.g. train.epochs=2 (see tunelab config schema)")
-
-
-def _demo(args: argparse.Namespace) -> None:
-    from tunelab.studies import demo
-
-    summary = demo.run(args.out, args.overrides, echo=print, task=args.task)
-    print(demo.summary_table(summary))
-    print(f"wrote {summary['run_dir']}/summary.json and report.html")
-
-
 def _config_show(args: argparse.Namespace) -> None:
     from tunelab.config import load_config, to_yaml
 
@@ -276,7 +186,7 @@ def _make_tiny(args: argparse.Namespace) -> None:
 
 
 COMMANDS: dict[str, Command] = {
-    "prepare": Command("validate, split and tokenize the data a config describes", _config_arguments, _prepare,
+    "prepare": Command("validate, split and tokenize the data a config describes", config_arguments, _prepare,
                        "Reads the config's data, explains every bad row (exit code 2, nothing written), removes "
                        "duplicates, splits validation/test off train when not given, tokenizes, and writes the "
                        "run folder (output.dir) with data_report.json."),
@@ -291,29 +201,18 @@ COMMANDS: dict[str, Command] = {
                         "tuned, delta and a paired-bootstrap 95% CI, and writes RUN/eval.json and "
                         "RUN/predictions.jsonl. Settings come from the run's config.yaml (eval.*); KEY=VALUE "
                         "overrides and the flags replace them."),
-    "bakeoff": Command("train several methods on the same data and budget; compare memory, time, quality",
-                       _bakeoff_arguments, _bakeoff),
-    "sweep": Command("try a grid of settings and recommend one, with the evidence", _sweep_arguments, _sweep),
-    "advise": Command("prompting vs retrieval vs fine-tuning on your data, with a recommendation",
-                      _advise_arguments, _advise),
-    "report": Command("one self-contained HTML (or Markdown) report of runs, bake-offs and sweeps",
-                      _report_arguments, _report),
+    **STUDY_COMMANDS,
     **DEPLOY_COMMANDS,
     "predict": Command("classify texts or complete prompts with a finished run", _predict_arguments, _predict),
     "merge": Command("fold a run's adapter into the base: RUN/merged/, loadable with from_pretrained",
                      _merge_arguments, _merge),
-    "demo": Command("measure base vs fine-tuned on the built-in data (the README's main jobs)", _demo_arguments,
-                    _demo, "Trains LoRA on built-in data and measures base and tuned on its held-out test split. "
-                    "--task classification: the shipped MiniLM on support intents, against a linear probe on the "
-                    "frozen encoder (about 3 minutes on a laptop CPU). --task causal_lm: SmolLM2-135M-Instruct on "
-                    "support replies in one house style (perplexity, ROUGE, BLEU with CIs, and three generations "
-                    "side by side). Writes OUT/summary.json and OUT/report.html."),
+    "demo": DEMO_COMMAND,
     "make-tiny-model": Command("write a tiny random causal LM for offline tests and demos", _make_tiny_arguments,
                                _make_tiny),
 }
 
 CONFIG_COMMANDS: dict[str, Command] = {
-    "show": Command("print the resolved config (file + overrides + defaults)", _config_arguments, _config_show),
+    "show": Command("print the resolved config (file + overrides + defaults)", config_arguments, _config_show),
     "schema": Command("print every config option with its type, default and help", lambda p: None, _config_schema),
 }
 

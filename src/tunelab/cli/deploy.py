@@ -155,7 +155,8 @@ def serve_settings(args: argparse.Namespace):
     _, cfg = open_run(args.run)
     flags = {f"serve.{name}": getattr(args, name) for name in SERVE_FLAGS}
     cfg = with_overrides(cfg, args.overrides, ("serve",), flags)
-    return ServeSettings.from_config(cfg.serve, api_key=args.api_key, allowed_hosts=args.allowed_host)
+    section = cfg.serve.model_copy(update={"threads": cfg.serve_threads()})
+    return ServeSettings.from_config(section, api_key=args.api_key, allowed_hosts=args.allowed_host)
 
 
 def _refuse_open_config_host(settings) -> None:

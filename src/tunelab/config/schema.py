@@ -254,7 +254,7 @@ class EvalSection(Section):
     seed: Optional[int] = None
     """Seed of the bootstrap resampling. Empty: `train.seed`, so a run evaluates as it always did."""
     threads: Optional[int] = Field(None, ge=1)
-    """CPU threads for torch while evaluating. Empty: measured at start, as for training (`train.threads`)."""
+    """CPU threads for torch while evaluating. Empty: `train.threads` (measured at start when that is empty too)."""
 
 
 class ServeSection(Section):
@@ -264,7 +264,7 @@ class ServeSection(Section):
     port: int = Field(8000, ge=1, le=65535)
     """TCP port to listen on."""
     threads: Optional[int] = Field(None, ge=1)
-    """CPU threads for torch while serving. Empty: measured at start, as for training (`train.threads`)."""
+    """CPU threads for torch while serving. Empty: `train.threads` (measured at start when that is empty too)."""
     seed: Optional[int] = Field(None, ge=0, lt=2**64)
     """Seed torch once at start, so a fresh server answers the same unseeded sampling requests, sent one at a
     time, with the same text. Empty: not seeded. A request's own `seed` always wins."""
@@ -318,6 +318,18 @@ class TunelabConfig(Section):
     """The HTTP server of `tunelab serve`; its flags override these. The API key stays out of the config."""
     output: OutputSection = OutputSection()
     """Where the run folder goes."""
+
+    def eval_seed(self) -> int:
+        """The bootstrap's seed: ``eval.seed``, else ``train.seed``."""
+        return self.train.seed if self.eval.seed is None else self.eval.seed
+
+    def eval_threads(self) -> int | None:
+        """Threads while evaluating: ``eval.threads``, else ``train.threads`` (None: measure)."""
+        return self.train.threads if self.eval.threads is None else self.eval.threads
+
+    def serve_threads(self) -> int | None:
+        """Threads while serving: ``serve.threads``, else ``train.threads`` (None: measure)."""
+        return self.train.threads if self.serve.threads is None else self.serve.threads
 
     @model_validator(mode="after")
     def _check_combinations(self) -> "TunelabConfig":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from tunelab.data.tokenize import IGNORE_INDEX, to_messages
-from tunelab.evaluation.metrics import GENERATION_METRICS, LANGUAGE_MODEL_METRICS, bootstrap_seed, compare
+from tunelab.evaluation.metrics import GENERATION_METRICS, LANGUAGE_MODEL_METRICS, compare
 from tunelab.inference import LoadedRun, base_model, generate
 from tunelab.models.causal_loss import labelled_nll
 from tunelab.models.loading import context_window
@@ -14,7 +14,7 @@ from tunelab.models.loading import context_window
 def evaluate_causal(loaded: LoadedRun, examples: list[dict], split: str) -> dict:
     cfg = loaded.cfg
     records = split_records(loaded, split, len(examples))
-    samples, seed = cfg.eval.bootstrap_samples, bootstrap_seed(cfg)
+    samples, seed = cfg.eval.bootstrap_samples, cfg.eval_seed()
     generative = loaded.format in ("instruction", "chat")
     prompts = [to_messages(e)[:-1] for e in examples] if generative else []
     references = [to_messages(e)[-1]["content"] for e in examples] if generative else []

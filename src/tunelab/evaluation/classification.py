@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tunelab.evaluation.metrics import CLASSIFICATION_METRICS, bootstrap_seed, compare, confusion_matrix, per_class
+from tunelab.evaluation.metrics import CLASSIFICATION_METRICS, compare, confusion_matrix, per_class
 from tunelab.evaluation.probe import probe_predictions
 from tunelab.inference import LoadedRun, class_probabilities
 from tunelab.models.resolve import resolve_model
@@ -21,7 +21,7 @@ def evaluate_classification(loaded: LoadedRun, examples: list[dict], split: str)
     return {
         "base_kind": "linear probe on the frozen base encoder (trained on the train split)",
         "metrics": compare(CLASSIFICATION_METRICS, base, tuned, references, cfg.eval.bootstrap_samples,
-                           bootstrap_seed(cfg)),
+                           cfg.eval_seed()),
         "per_class": {"base": per_class(base, references, labels), "tuned": per_class(tuned, references, labels)},
         "confusion_matrix": {"labels": labels, "base": confusion_matrix(base, references, len(labels)),
                              "tuned": confusion_matrix(tuned, references, len(labels))},

@@ -22,7 +22,7 @@ from tunelab.config.load import with_overrides
 from tunelab.errors import TunelabError
 from tunelab.evaluation.causal import evaluate_causal
 from tunelab.evaluation.classification import evaluate_classification
-from tunelab.evaluation.metrics import bootstrap_seed, eval_findings, worse_sentence
+from tunelab.evaluation.metrics import eval_findings, worse_sentence
 from tunelab.inference import load_run
 from tunelab.machine import set_threads
 from tunelab.rundir import eval_path, open_run, predictions_path, write_json
@@ -39,7 +39,7 @@ def run(run_dir: str | Path, split: str | None = None, max_examples: int | None 
     cfg = with_overrides(open_run(run_dir)[1], overrides, ("eval",))  # checked before the model loads
     loaded = load_run(run_dir, variant, trust_remote_code=trust_remote_code)
     loaded = dataclasses.replace(loaded, cfg=cfg)
-    threads = set_threads(cfg.eval.threads)
+    threads = set_threads(cfg.eval_threads())
     split = split or cfg.eval.split
     examples = loaded.run.read_split(split)[: max_examples or cfg.eval.max_examples or None]
     if not examples:
@@ -48,7 +48,7 @@ def run(run_dir: str | Path, split: str | None = None, max_examples: int | None 
     report = {"run": str(loaded.run_dir), "task": cfg.task, "split": split, "examples": len(examples),
               "base": result.pop("base_kind"),
               "tuned": f"{cfg.method.name} fine-tuned" + (f" ({variant})" if variant else ""),
-              "settings": {"bootstrap_samples": cfg.eval.bootstrap_samples, "seed": bootstrap_seed(cfg),
+              "settings": {"bootstrap_samples": cfg.eval.bootstrap_samples, "seed": cfg.eval_seed(),
                            "max_new_tokens": cfg.eval.max_new_tokens, "threads": threads},
               **result}
     predictions = report.pop("predictions")

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from tunelab import machine
 from tunelab.errors import TunelabError
 from tunelab.inference import LoadedRun, class_probabilities, generate, load_run
 from tunelab.rundir import write_json
@@ -34,15 +35,12 @@ def measure(run_dir: str | Path, variant: str | None, split: str, max_examples: 
             threads: int | None = None, trust_remote_code: bool = False, timing_repeats: int | None = None,
             timing_warmup: int | None = None) -> dict:
     """One variant's numbers; ``timing_repeats`` / ``timing_warmup`` replace the run's ``quantize.*`` ones."""
-    from tunelab import machine
-    from tunelab.machine import peak_rss_mb
-
     start = time.perf_counter()
     loaded = load_run(run_dir, variant, trust_remote_code=trust_remote_code)
     load_seconds = time.perf_counter() - start
     timing = {"timing_repeats": timing_repeats, "timing_warmup": timing_warmup}
     loaded.cfg.quantize = loaded.cfg.quantize.model_copy(update={k: v for k, v in timing.items() if v is not None})
-    machine.apply(threads or loaded.cfg.eval.threads)
+    machine.apply(threads or loaded.cfg.eval_threads())
     examples = loaded.run.read_split(split)[: max_examples or loaded.cfg.eval.max_examples or None]
     if not examples:
         raise TunelabError(f"{loaded.run_dir}: split '{split}' has no examples to measure")
@@ -51,7 +49,7 @@ def measure(run_dir: str | Path, variant: str | None, split: str, max_examples: 
               **{key.replace("_bytes", "_mb"): round(value / 2**20, 3)
                  for key, value in weights_memory(loaded.model).items()},
               **task(loaded, examples, split)}
-    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    result["peak_rss_mb"] = round(machine.peak_rss_mb(), 1)
     return result
 
 
@@ -156,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--max-examples", type=int, default=None)
     parser.add_argument("--out", required=True, help="JSON file for the result")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: eval.threads, or measured)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: eval.threads, train.threads, or measured)")
     parser.add_argument("--trust-remote-code", action="store_true", help="load a run that runs its model's own code")
     parser.add_argument("--timing-repeats", type=int, default=None,
                         help="timed calls per latency (default: the run's quantize.timing_repeats)")

@@ -213,12 +213,6 @@ GENERATION_METRICS: dict[str, Metric] = {"bleu": bleu, "rouge1": _rouge("rouge1"
 LOWER_IS_BETTER = {"perplexity", "mean_loss"}
 
 
-def bootstrap_seed(cfg) -> int:
-    """The seed of the bootstrap resamples: ``eval.seed``, or ``train.seed`` when it is empty (so a
-    run evaluates as it always did)."""
-    return cfg.train.seed if cfg.eval.seed is None else cfg.eval.seed
-
-
 def bootstrap_interval(metric: Metric, outputs: Sequence, references: Sequence, samples: int,
                        seed: int) -> tuple[float, float]:
     """95% percentile interval of the metric itself over ``samples`` seeded resamples of the examples."""

@@ -20,14 +20,12 @@ from tunelab.errors import ExportError
 from tunelab.export.dtypes import FORMATS, dtype_entry
 from tunelab.export.gguf_write import ExportResult, check_target, export_gguf
 from tunelab.inference import load_run
-from tunelab.rundir import open_run
-
-EXPORT_FOLDER = "export"  # RUN/export/: where exports go unless --out says otherwise
+from tunelab.rundir import RunDir, open_run
 
 
 def default_path(run_dir: Path, dtype: str) -> Path:
-    """RUN/export/model-<dtype>.gguf."""
-    return run_dir / EXPORT_FOLDER / f"model-{dtype}.gguf"
+    """RUN/export/model-<dtype>.gguf: where exports go unless --out says otherwise."""
+    return RunDir(run_dir).export_dir / f"model-{dtype}.gguf"
 
 
 def run(run_dir: str | Path, fmt: str = "gguf", dtype: str = "f16", out: str | Path | None = None,

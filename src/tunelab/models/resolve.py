@@ -18,7 +18,10 @@ from typing import Callable
 
 from tunelab.config.schema import ModelSection
 from tunelab.errors import ModelLoadError
-from tunelab.models.packaged import SMOLLM2, PackagedGGUF, cached_folder
+from tunelab.models.gguf_import import SOURCE_FILE, cached_gguf_model
+from tunelab.models.packaged import SMOLLM2, PackagedGGUF, cached_folder, packaged_model
+from tunelab.models.tiny import cached_tiny_model, tiny_folder
+from tunelab.rundir import read_json
 
 
 def _minilm_dir() -> Path:
@@ -30,21 +33,15 @@ def _minilm_dir() -> Path:
 
 def _tiny_dir(arch: str) -> Path:
     """A tiny random causal LM with a tokenizer trained on the built-in data, built once and cached."""
-    from tunelab.models.tiny import cached_tiny_model
-
     return cached_tiny_model(arch, cache_dir())
 
 
 def _tiny_cached(arch: str) -> Path | None:
-    from tunelab.models.tiny import tiny_folder
-
     folder = tiny_folder(arch, cache_dir())
     return folder if (folder / "config.json").exists() else None
 
 
 def _packaged_dir(spec: PackagedGGUF) -> Path:
-    from tunelab.models.packaged import packaged_model
-
     return packaged_model(spec, cache_dir(), _stderr)
 
 
@@ -104,8 +101,6 @@ def resolve_model(name: str, allow_pickle: bool = False) -> str:
         check_weights(path, allow_pickle)
         return str(path)
     if path.is_file() and path.suffix.lower() == ".gguf":
-        from tunelab.models.gguf_import import cached_gguf_model
-
         return str(cached_gguf_model(path, cache_dir(), _stderr))
     if path.exists():
         raise ModelLoadError(f"model.name: {name} is a file, not a model folder; point it at the folder "
@@ -143,9 +138,6 @@ def public_name(name: str) -> str:
 def model_source(model: ModelSection) -> dict:
     """Where the weights of ``model.name`` came from and under which license, as far as tunelab knows:
     recorded in a run's versions.json and model card."""
-    from tunelab.models.gguf_import import SOURCE_FILE
-    from tunelab.rundir import read_json
-
     name = model.name
     found: dict = {"name": name}
     if name.startswith("builtin:"):

@@ -39,7 +39,7 @@ def compare(run_dir: Path, cfg: TunelabConfig, methods: list[str], split: str | 
     reference = "model" if run.full_model else "merged"
     variants = [reference] + (["adapter"] if reference == "merged" else []) + list(methods)
     # One thread count for every variant, chosen once, so the latencies compare like with like.
-    threads = cfg.eval.threads or machine.pick()
+    threads = cfg.eval_threads() or machine.pick()
     rows = []
     for i, variant in enumerate(variants, start=1):
         echo(f"measuring {variant} ({i}/{len(variants)})")

@@ -26,9 +26,9 @@ from tunelab.config.schema import TunelabConfig
 from tunelab.machine import choose_device
 from tunelab.models.kbit import describe_kept, kept_full_precision
 from tunelab.models.loading import silence_known_warnings
+from tunelab.models.provenance import SourceWeights
+from tunelab.models.quantizers import CPU, QUANTIZERS, Job, check_methods, installed
 from tunelab.quantization import merge
-from tunelab.quantization.provenance import SourceWeights
-from tunelab.quantization.quantizers import CPU, QUANTIZERS, Job, check_methods, installed
 from tunelab.rundir import (
     RunDir,
     make_readable,
@@ -41,6 +41,7 @@ from tunelab.rundir import (
 )
 
 OVERRIDE_SECTIONS = ("quantize", "quantization")
+CPU_INSTEAD = "use --device cpu (int8, nf4, gptq and dynamic-int8 all run on a CPU)"
 
 
 def run(run_dir: str | Path, methods: list[str] | None = None, overrides: Iterable[str] = (),
@@ -60,7 +61,7 @@ def run(run_dir: str | Path, methods: list[str] | None = None, overrides: Iterab
     silence_known_warnings()
     source = SourceWeights(fp32_folder(run, echo, trust_remote_code))
     job = Job(cfg, source.folder, run.tokenizer_dir, run.labels() if cfg.task == "classification" else None,
-              choose_device(device, setting="--device"), lambda: calibration_texts(run, cfg))
+              choose_device(device, "--device", CPU_INSTEAD), lambda: calibration_texts(run, cfg))
     written = {}
     for i, name in enumerate(methods, start=1):
         quantizer, target = QUANTIZERS[name], run.variant_dir(name)
@@ -143,7 +144,7 @@ def info(job: Job, name: str, settings: dict, seconds: float, kept: list[str]) -
     loader = ("transformers from_pretrained (the format is in config.json), or tunelab --variant " + name
               if quantizer.from_pretrained else
               f"tunelab only (--variant {name}; tunelab.inference.load_run(run, variant='{name}')); "
-              "the layout is described in tunelab/quantization/dynamic_int8.py")
+              "the layout is described in tunelab/models/dynamic_int8.py")
     return {"method": name, "summary": quantizer.summary, "settings": settings,
             "source": job.source.name, "full_precision_layers": kept, "device": job.device.type, "quantize_seconds": round(seconds, 2),
             "load_with": loader, "versions": versions()}

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tunelab.config.schema import TASKS
 from tunelab.errors import TunelabError
-from tunelab.quantization.provenance import check_fresh
+from tunelab.models.provenance import check_fresh
 from tunelab.rundir import RunDir, open_run, refuse_remote_code, study_kind, variant_info_path
 from tunelab.serving.web import (
     UNICODE_ERRORS,

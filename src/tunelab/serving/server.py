@@ -6,7 +6,9 @@ import asyncio
 import dataclasses
 import hmac
 
-from tunelab.inference import LoadedRun
+from tunelab.errors import TunelabError
+from tunelab.inference import LoadedRun, load_run
+from tunelab.machine import set_threads
 from tunelab.serving.api import (
     ApiError,
     ChatRequest,
@@ -166,10 +168,6 @@ def chat_message(message: Message, index: int) -> dict:
 
 def run(run_dir: str, variant: str | None, settings: ServeSettings, echo=print, trust_remote_code: bool = False) -> None:
     """Load the run and serve it on ``settings.host:settings.port`` until interrupted."""
-    from tunelab.errors import TunelabError
-    from tunelab.inference import load_run
-    from tunelab.machine import set_threads
-
     try:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401

@@ -268,6 +268,10 @@ def _classification_metrics():
     return classification_metrics
 
 
+# Config sections only later stages read; a run folder written before a section existed lacks it.
+LATER_STAGES = ("quantize", "quantization", "serve")
+
+
 def planned_steps(cfg: TunelabConfig, train_rows: int) -> int:
     """Optimizer steps the run will take (each step takes batch_size x accumulation x processes rows)."""
     if cfg.train.max_steps:
@@ -278,10 +282,10 @@ def planned_steps(cfg: TunelabConfig, train_rows: int) -> int:
 
 
 def config_hash(cfg: TunelabConfig) -> str:
-    """Hash of every setting that changes what training computes (not `output.*` or `quantize.*`)."""
+    """Hash of every setting that changes what training computes (not `output.*`, `quantize.*`, `serve.*`)."""
     tree = cfg.model_dump(mode="json")
-    tree.pop("output")
-    tree.pop("quantize")
+    for section in ("output", *LATER_STAGES):
+        tree.pop(section, None)
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
 
 
@@ -307,10 +311,12 @@ def check_resumable(run: RunDir, cfg: TunelabConfig) -> None:
 def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
     keys = []
     for key in sorted(set(old) | set(new)):
+        if not prefix and key in LATER_STAGES:
+            continue  # read only by quantize and serve: changing them does not change what training computes
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             keys += _changed_keys(a, b, f"{prefix}{key}.")
-        elif a != b and f"{prefix}{key}" != "output.overwrite" and not prefix.startswith("quantize."):
+        elif a != b and f"{prefix}{key}" != "output.overwrite":
             keys.append(f"{prefix}{key} ({a!r} -> {b!r})")
     return keys
 

@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 
 from tunelab.errors import RunFolderError
-from tunelab.rundir import read_json, variant_info_path
+from tunelab.rundir import RunDir, read_json, variant_info_path
 
 
 def weights_stamp(folder: Path) -> dict[str, list[int]]:
@@ -61,7 +61,8 @@ def check_fresh(run_dir: Path, folder: Path) -> None:
         RunFolderError: the copy has no record of its source, or was made from other weights.
     """
     info = read_json(variant_info_path(folder))
-    source = run_dir / info.get("source", "merged")
+    run = RunDir(run_dir)
+    source = run.model_dir if info.get("source") == run.model_dir.name else run.merged_dir
     again = f"quantize again: tunelab quantize {run_dir} --method {folder.name} --force"
     if "source_sha256" not in info:
         raise RunFolderError(f"{folder}: made by an older tunelab that did not record which weights it came from; "

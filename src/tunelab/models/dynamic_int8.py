@@ -33,6 +33,8 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
+from tunelab.errors import ModelLoadError, TunelabError
+
 FORMAT = "dynamic-int8"
 WEIGHTS_FILE = "model.safetensors"
 
@@ -52,8 +54,6 @@ def _dynamic_linear_class():
     try:
         from torch.ao.nn.quantized.dynamic import Linear
     except ImportError:
-        from tunelab.errors import TunelabError
-
         raise TunelabError(f"dynamic-int8 needs torch.ao's dynamic quantization, which torch {torch.__version__} "
                            "no longer has; use int8 or nf4") from None
     return Linear
@@ -141,8 +141,6 @@ def load(folder: Path, auto_class) -> nn.Module:
     from safetensors import safe_open
     from safetensors.torch import load_file
     from transformers import AutoConfig
-
-    from tunelab.errors import ModelLoadError
 
     with safe_open(str(folder / WEIGHTS_FILE), framework="pt") as f:
         metadata = f.metadata()

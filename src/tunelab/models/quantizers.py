@@ -19,8 +19,9 @@ import torch.nn as nn
 from tunelab.config.schema import QUANTIZE_METHODS, TunelabConfig
 from tunelab.errors import TunelabError
 from tunelab.machine import Device
+from tunelab.models import dynamic_int8
 from tunelab.models.kbit import HEAD_MODULES, quantization_config
-from tunelab.models.loading import load_base_model
+from tunelab.models.loading import load_base_model, transformer_layers
 
 GPU, CPU = "cuda", "cpu"
 
@@ -124,8 +125,6 @@ def check_gptq_model(cfg: TunelabConfig, source: Path, group_size: int | str,
     from transformers import AutoConfig
     from transformers.pytorch_utils import Conv1D
 
-    from tunelab.models.loading import transformer_layers
-
     with torch.device("meta"):
         skeleton = auto_class(cfg.task).from_config(AutoConfig.from_pretrained(source))
     if any(isinstance(m, Conv1D) for m in skeleton.modules()):
@@ -168,22 +167,16 @@ def _gptq_settings(cfg: TunelabConfig) -> dict:
 
 
 def _dynamic(job: Job) -> nn.Module:
-    from tunelab.quantization import dynamic_int8
-
     model = load_base_model(job.cfg, job.labels, Device(CPU, False, CPU), location=str(job.source))
     q = job.cfg.quantize
     return dynamic_int8.quantize(model, HEAD_MODULES, per_channel=q.per_channel, keep=q.keep_full_precision)
 
 
 def _dynamic_save(model: nn.Module, folder: Path) -> None:
-    from tunelab.quantization import dynamic_int8
-
     dynamic_int8.save(model, folder)
 
 
 def _dynamic_load(cfg: TunelabConfig, labels: list[str] | None, device: Device, folder: Path) -> nn.Module:
-    from tunelab.quantization import dynamic_int8
-
     return dynamic_int8.load(folder, auto_class(cfg.task))
 
 
