@@ -72,6 +72,9 @@ _MOVED = {
 class _MovedModules:
     """Imports ``tunelab.<old name>`` as the module it became, leaving that module's own spec in place."""
 
+    def __init__(self):
+        self._specs = {}
+
     def find_spec(self, fullname, path=None, target=None):
         if fullname.removeprefix(__name__ + ".") in _MOVED and fullname.startswith(__name__ + "."):
             return _util.spec_from_loader(fullname, self)
@@ -79,7 +82,6 @@ class _MovedModules:
 
     def create_module(self, spec):
         module = _importlib.import_module(f"{__name__}.{_MOVED[spec.name.removeprefix(__name__ + '.')]}")
-        self._specs = getattr(self, "_specs", {})
         self._specs[spec.name] = module.__spec__  # the import system is about to overwrite it with the alias's
         return module
 

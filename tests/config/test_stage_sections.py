@@ -180,3 +180,16 @@ def test_eval_and_serve_fall_back_to_the_training_seed_and_threads():
     assert (own.eval_seed(), own.eval_threads(), own.serve_threads()) == (3, 2, 2)
     measured = from_dict({"task": "classification", "data": {"train": "x.jsonl"}})
     assert (measured.eval_threads(), measured.serve_threads()) == (None, None)
+
+
+def test_a_bad_override_of_a_finished_run_is_one_line_under_one_title():
+    from tunelab.config import from_dict
+    from tunelab.config.load import with_overrides
+    from tunelab.errors import ConfigError
+
+    cfg = from_dict({"task": "classification", "data": {"train": "x.jsonl"}})
+    for overrides, problem in [(["serve.prot=1"], "serve.prot: unknown key; did you mean 'port'?"),
+                               (["train.epochs=2"], "train.epochs=2: only serve.* settings can change after training")]:
+        with pytest.raises(ConfigError) as caught:
+            with_overrides(cfg, overrides, ("serve",))
+        assert caught.value.title == "invalid settings for this run" and caught.value.problems == [problem]

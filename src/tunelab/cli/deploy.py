@@ -79,45 +79,43 @@ def _export(args: argparse.Namespace) -> None:
     print(written)
 
 
-# Flags of `tunelab serve` that override the run's serve section: each flag's dest is its key there.
-SERVE_FLAGS = ("host", "port", "max_batch_size", "max_wait_ms", "max_tokens_cap", "max_inputs", "timeout_s",
-               "max_body_bytes")
+# Flags of `tunelab serve` that override the run's serve section: (flag, its key in serve.*, type, what it sets).
+# --host and --port come first in --help, then the key and trust options, then the limits.
+SERVE_PLACE = (("--host", "host", str, "address to bind (a loopback address is this machine only; 0.0.0.0 opens "
+                                        "it to the network and needs an API key)"),
+               ("--port", "port", positive_int, "TCP port"))
+SERVE_LIMITS = (
+    ("--max-batch-size", "max_batch_size", positive_int,
+     "concurrent requests sharing one forward pass (1 turns micro-batching off)"),
+    ("--max-wait-ms", "max_wait_ms", non_negative_float, "how long a batch waits for more requests, in ms"),
+    ("--max-tokens-cap", "max_tokens_cap", positive_int, "largest max_tokens a request may ask for"),
+    ("--max-inputs", "max_inputs", positive_int, "texts per /v1/classify call, and prompts x n per completion call"),
+    ("--timeout", "timeout_s", positive_int, "seconds before a request is cut with 504"),
+    ("--max-body-bytes", "max_body_bytes", positive_int, "larger request bodies are refused with 413"),
+)
 
 
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:
-    from tunelab.config.schema import ServeSection
-
-    defaults = ServeSection()
     run_argument(parser)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="serve.* settings replacing the run's config.yaml, e.g. serve.threads=2 serve.seed=0 "
                              "serve.max_choices=4 (tunelab config schema lists them); the flags below override "
                              "both")
     variant_argument(parser)
-    parser.add_argument("--host", default=None,
-                        help=f"address to bind (overrides serve.host, default {defaults.host}: this machine only; "
-                             "0.0.0.0 opens it to the network and needs an API key)")
-    parser.add_argument("--port", type=positive_int, default=None,
-                        help=f"port (overrides serve.port, default {defaults.port})")
+    _serve_flags(parser, SERVE_PLACE)
     _key_and_trust_arguments(parser, "require 'Authorization: Bearer KEY' on every route but /health")
-    parser.add_argument("--max-batch-size", type=positive_int, default=None,
-                        help=f"concurrent requests sharing one forward pass (overrides serve.max_batch_size, "
-                             f"default {defaults.max_batch_size}; 1 turns micro-batching off)")
-    parser.add_argument("--max-wait-ms", type=non_negative_float, default=None,
-                        help=f"how long a batch waits for more requests (overrides serve.max_wait_ms, "
-                             f"default {defaults.max_wait_ms:g} ms)")
-    parser.add_argument("--max-tokens-cap", type=positive_int, default=None,
-                        help=f"largest max_tokens a request may ask for (overrides serve.max_tokens_cap, "
-                             f"default {defaults.max_tokens_cap})")
-    parser.add_argument("--max-inputs", type=positive_int, default=None,
-                        help=f"texts per /v1/classify call, and prompts x n per completion call (overrides "
-                             f"serve.max_inputs, default {defaults.max_inputs})")
-    parser.add_argument("--timeout", dest="timeout_s", metavar="SECONDS", type=positive_int, default=None,
-                        help=f"seconds before a request is cut with 504 (overrides serve.timeout_s, "
-                             f"default {defaults.timeout_s:g})")
-    parser.add_argument("--max-body-bytes", type=positive_int, default=None,
-                        help=f"larger request bodies are refused with 413 (overrides serve.max_body_bytes, "
-                             f"default {defaults.max_body_bytes:,})")
+    _serve_flags(parser, SERVE_LIMITS)
+
+
+def _serve_flags(parser: argparse.ArgumentParser, flags) -> None:
+    from tunelab.config.schema import ServeSection
+
+    defaults = ServeSection()
+    for flag, key, kind, what in flags:
+        default = getattr(defaults, key)
+        shown = f"{default:g}" if isinstance(default, float) else f"{default:,}" if isinstance(default, int) and default > 9999 else default
+        parser.add_argument(flag, dest=key, type=kind, default=None, metavar=flag[2:].upper().replace("-", "_"),
+                            help=f"{what} (overrides serve.{key}, default {shown})")
 
 
 def _key_and_trust_arguments(parser: argparse.ArgumentParser, key_help: str) -> None:
@@ -153,7 +151,7 @@ def serve_settings(args: argparse.Namespace):
     from tunelab.serving import ServeSettings
 
     _, cfg = open_run(args.run)
-    flags = {f"serve.{name}": getattr(args, name) for name in SERVE_FLAGS}
+    flags = {f"serve.{key}": getattr(args, key) for _, key, _, _ in SERVE_PLACE + SERVE_LIMITS}
     cfg = with_overrides(cfg, args.overrides, ("serve",), flags)
     section = cfg.serve.model_copy(update={"threads": cfg.serve_threads()})
     return ServeSettings.from_config(section, api_key=args.api_key, allowed_hosts=args.allowed_host)

@@ -116,6 +116,7 @@ def set_key(tree: dict[str, Any], key: str, value: Any) -> None:
 
 # Sections a finished run's config may still change: how it is evaluated, quantized and served.
 AFTER_TRAINING = ("eval", "quantize", "quantization", "serve")
+OVERRIDES_TITLE = "invalid settings for this run"
 
 
 def with_overrides(cfg: TunelabConfig, overrides: Iterable[str] = (), sections: Iterable[str] = AFTER_TRAINING,
@@ -133,14 +134,18 @@ def with_overrides(cfg: TunelabConfig, overrides: Iterable[str] = (), sections: 
     wrong = [o for o in [*overrides, *values] if not o.strip().startswith(prefixes)]
     if wrong:
         allowed = " and ".join(", ".join(f"{section}.*" for section in sections).rsplit(", ", 1))
-        raise ConfigError([f"{o}: only {allowed} settings can change after training" for o in wrong])
+        raise ConfigError([f"{o}: only {allowed} settings can change after training" for o in wrong],
+                          title=OVERRIDES_TITLE)
     if not overrides and not values:
         return cfg
     tree = cfg.model_dump(mode="json")
-    apply_overrides(tree, overrides)
+    apply_overrides(tree, overrides, title=OVERRIDES_TITLE)
     for key, value in values.items():
         set_key(tree, key, value)
-    return validate(tree, source="the overrides")
+    try:
+        return validate(tree)
+    except ConfigError as err:
+        raise ConfigError(err.problems, title=OVERRIDES_TITLE) from None
 
 
 # Keys that moved between sections: old configs and run folders keep loading.

@@ -1,7 +1,6 @@
 """What a request to `tunelab serve` may hold: the server's settings, the request models (pydantic),
 the tables of OpenAI parameters that are ignored or refused, and the errors in OpenAI's shape."""
 
-from dataclasses import dataclass, field
 from typing import Annotated, Any, Iterable, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -16,27 +15,13 @@ MIN_TEMPERATURE = 0.01        # below this (but above 0) the probabilities overf
 SEED_RANGE = 2 ** 64          # torch seeds are 64-bit
 
 
-SERVE = ServeSection()  # the config's defaults: defaults live only in the schema
+class ServeSettings(ServeSection):
+    """Everything the server runs with: the config's ``serve`` section (each field is explained in
+    ``tunelab.config.schema.ServeSection``), plus what stays out of the config."""
 
-
-@dataclass
-class ServeSettings:
-    """Everything the server runs with: the config's ``serve`` section (``from_config``; each field is
-    explained in ``tunelab.config.schema.ServeSection``), plus what stays out of the config."""
-
-    host: str = SERVE.host
-    port: int = SERVE.port
-    threads: Optional[int] = SERVE.threads
-    seed: Optional[int] = SERVE.seed
-    max_batch_size: int = SERVE.max_batch_size
-    max_wait_ms: float = SERVE.max_wait_ms
-    max_tokens_cap: int = SERVE.max_tokens_cap
-    max_inputs: int = SERVE.max_inputs
-    max_choices: int = SERVE.max_choices
-    timeout_s: float = SERVE.timeout_s
-    max_body_bytes: int = SERVE.max_body_bytes
+    model_config = ConfigDict(arbitrary_types_allowed=True)
     api_key: Optional[str] = None    # when set, every route but /health needs "Authorization: Bearer KEY"
-    timeouts: Timeouts = field(default_factory=Timeouts)  # slow request heads and bodies are cut
+    timeouts: Timeouts = Field(default_factory=Timeouts)  # slow request heads and bodies are cut
     check_host: bool = True          # bound to a loopback address: answer only Host: localhost/127.0.0.1/[::1]
     allowed_hosts: tuple[str, ...] = ()  # ... and these names (a reverse proxy or tunnel on this machine)
 

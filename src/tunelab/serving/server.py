@@ -3,7 +3,6 @@ run, and `run`, which loads a run and serves it with uvicorn."""
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at runtime.
 import asyncio
-import dataclasses
 import hmac
 
 from tunelab.errors import TunelabError
@@ -180,7 +179,7 @@ def run(run_dir: str, variant: str | None, settings: ServeSettings, echo=print, 
     seed_once(settings.seed)
     model_id = loaded.run_dir.name + (f"-{variant}" if variant else "")
     host, port = settings.host, settings.port
-    settings = dataclasses.replace(settings, check_host=is_loopback(host))
+    settings = settings.model_copy(update={"check_host": is_loopback(host)})
     app = create_app(loaded, settings, model_id)
     where = "" if is_loopback(host) else " (reachable from other machines)"
     echo(f"serving {model_id} ({loaded.cfg.task}, {threads} threads) on http://{host}:{port}{where}; Ctrl+C stops")

@@ -66,11 +66,11 @@ def start_fresh(run: RunDir, cfg: TunelabConfig, echo: Callable[[str], None] | N
     if echo:
         from tunelab.data.report import summary_text
 
-        echo(summary_text(read_json(run.data_report_path)))
+        echo(summary_text(run.data_report()))
     for path in run.training_outputs():
         _remove(path)
     write_json(run.train_state_path, {"config": cfg.model_dump(mode="json"), "config_hash": config_hash(cfg),
-                                      "data_hash": read_json(run.data_report_path)["data_hash"]})
+                                      "data_hash": run.data_report()["data_hash"]})
 
 
 def train_in(run: RunDir, cfg: TunelabConfig, device: Device, resume: bool) -> Path:
