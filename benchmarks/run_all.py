@@ -60,22 +60,27 @@ def verdict_rows(results: dict) -> list[list]:
 
 
 def train_section(data: dict) -> str:
-    peak = data["matmul_peak"]
-    lines = [f"fp32 matmul peak measured in the same run: **{peak['gflops']} GFLOP/s** ({peak['threads']} threads; "
-             f"GFLOP/s by size: {', '.join(f'{n}: {g}' for n, g in peak['per_size'].items())}).", ""]
-    headers = ["case", "contestant", "train s", "samples/s", "samples/s, loop only", "non-pad tokens/s",
-               "peak RSS MiB", "metric", "x baseline", "GFLOP/s (MFU)"]
+    peaks = data["matmul_peak"]
+    lines = ["Matmul peaks measured in the same run: " + "; ".join(
+        f"**{name} {peak['gflops']} GFLOP/s** ({peak['threads']} threads; by size: "
+        f"{', '.join(f'{n}: {g}' for n, g in peak['per_size'].items())})" for name, peak in peaks.items()) + ".", ""]
+    headers = ["case", "contestant", "precision", "train s (median)", "samples/s", "samples/s, loop only",
+               "non-pad tokens/s", "peak RSS MiB", "metric", "x baseline", "GFLOP/s (MFU)"]
     rows = []
     for case, c in data["cases"].items():
         for r in c["rows"]:
-            mfu = f"{r['gflops']} ({r['gflops'] / peak['gflops']:.0%})" if "gflops" in r else ""
-            rows.append([case, r["contestant"], r["train_seconds"], r["samples_per_second"],
+            peak = peaks[r["precision"]]["gflops"]
+            mfu = f"{r['gflops']} ({r['gflops'] / peak:.0%})" if "gflops" in r else ""
+            seconds = f"{r['train_seconds']} ({', '.join(map(str, r['train_seconds_all']))})"
+            rows.append([case, r["contestant"], r["precision"], seconds, r["samples_per_second"],
                          r.get("loop_samples_per_second", ""), r["tokens_per_second"],
                          r["peak_rss_mb"], f"{c['metric']} {r['metric']}", r.get("speedup_samples", 1), mfu])
     lines.append(markdown_table(headers, rows))
-    lines.append("\nSamples/s cover the whole training call; \"loop only\" leaves out tunelab's evaluations "
+    lines.append("\nEach contestant ran in its own process; the median of its runs counts (all runs' seconds in "
+                 "brackets). Samples/s cover the whole training call; \"loop only\" leaves out tunelab's evaluations "
                  "during training (the baselines evaluate only afterwards). MFU counts non-padding tokens over the "
-                 "training loop; the FLOP formula is in `benchmarks/train_throughput.py`.")
+                 "training loop against the matmul peak of the precision used; the FLOP formula is in "
+                 "`benchmarks/train_throughput.py`.")
     for case, c in data["cases"].items():
         lines.append(f"\n{case}: {c['rows_trained']} training rows, {c['mean_tokens']} tokens each on average, "
                      f"{c['epochs']:g} epoch(s), learning rate {c['lr']:g} for every contestant.")

@@ -7,13 +7,13 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from tunelab.config.schema import TunelabConfig
 from tunelab.errors import RunFolderError, TunelabError
-from tunelab.machine import choose_device
+from tunelab.machine import choose_device, with_precision
 from tunelab.models.loading import align_pad_token, load_base_model, only_needed_peft_backends, silence_known_warnings
 from tunelab.models.provenance import check_fresh
 from tunelab.models.quantizers import QUANTIZERS
@@ -29,15 +29,20 @@ class LoadedRun:
     tokenizer: object
     labels: list[str] | None
     format: str                  # the data format preparation detected (classification, instruction, chat, text)
+    precision: dict = field(default_factory=lambda: {"setting": "fp32", "used": "fp32"})  # ``with_precision``'s record
 
     @property
     def run(self) -> RunDir:
         return RunDir(self.run_dir)
 
 
+# Variants whose weights are plain floats, so a bf16 precision can cast them (quantized ones keep their kernels).
+CASTABLE = (None, "adapter", "merged")
+
+
 def load_run(run_dir: str | Path, variant: str | None = None, full_precision_base: bool = False,
-             trust_remote_code: bool = False) -> LoadedRun:
-    """The run's trained model in eval mode.
+             trust_remote_code: bool = False, precision: str = "fp32", setting: str = "eval.precision") -> LoadedRun:
+    """The run's trained model in eval mode, in ``precision`` (auto, fp32 or bf16; ``setting`` names it in errors).
 
     ``variant``: None for the model as trained (base + adapter, or the full model); ``adapter``;
     ``merged`` (``RUN/merged/``); or a quantization method (``RUN/quantized/<method>/``).
@@ -57,7 +62,18 @@ def load_run(run_dir: str | Path, variant: str | None = None, full_precision_bas
     model = load_variant(run, cfg, labels, variant, full_precision_base)
     align_pad_token(model, tokenizer)
     model.eval()
-    return LoadedRun(run.root, cfg, model, tokenizer, labels, run.data_report()["format"])
+    chosen = {"setting": precision, "used": "fp32", "kept": f"the {variant} variant's own weights"}
+    if variant in CASTABLE:
+        chosen = with_precision(choose_device("cpu"), precision, setting).precision
+        in_precision(model, chosen)
+    return LoadedRun(run.root, cfg, model, tokenizer, labels, run.data_report()["format"], chosen)
+
+
+def in_precision(model, chosen: dict):
+    """``model`` with its weights cast to bf16 when ``chosen`` (a ``with_precision`` record) says bf16."""
+    import torch
+
+    return model.to(torch.bfloat16) if chosen["used"] == "bf16" else model
 
 
 def load_variant(run: RunDir, cfg: TunelabConfig, labels: list[str] | None, variant: str | None,
@@ -96,7 +112,7 @@ def base_model(loaded: LoadedRun) -> Iterator:
         with loaded.model.disable_adapter():
             yield loaded.model
         return
-    yield load_base_model(loaded.cfg, None, choose_device("cpu")).eval()
+    yield in_precision(load_base_model(loaded.cfg, None, choose_device("cpu")), loaded.precision).eval()
 
 
 def class_probabilities(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 32):

@@ -9,8 +9,11 @@ spun while waiting and training ran 3-6x slower than with 1. Neither the core co
 average tells the two apart (a VM neighbour's load is invisible from inside), so ``pick`` times a
 short probe shaped like a transformer layer with each candidate count and keeps the fastest.
 
-Precision: never bf16/fp16 on a CPU by default: on CPUs without AVX512-BF16 it is 3.5x (whole
-models) to 200x (bare matmul) slower than fp32.
+Precision: CPUs differ by more than two orders of magnitude in bf16. Measured on two 2-core AMD EPYC
+machines: without AVX-512, fp32 matmuls ran at about 130 GFLOP/s and bf16 at 0.6 (unusable); with
+AVX512-BF16, fp32 at about 222 and bf16 at about 950. ``choose_precision`` therefore measures both once
+per process (``matmul_speeds``, a few hundredths of a second) and takes bf16 on a CPU only where it is
+clearly faster. CUDA keeps its own rule: bf16 where the GPU supports it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import os
 import platform
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 from tunelab.errors import TunelabError
@@ -30,8 +34,9 @@ class Device:
     """Where training runs and in which precision."""
 
     type: str            # "cpu" or "cuda"
-    bf16: bool           # bf16 autocast (CUDA with bf16 support only)
+    bf16: bool           # compute in bf16 (autocast; on a CPU also a bf16 frozen base under adapters)
     description: str
+    precision: dict = field(default_factory=dict)   # how the precision was chosen (``choose_precision``)
 
 
 def choose_device(want: str = "auto", setting: str = "train.device", instead: str = "use auto or cpu") -> Device:
@@ -47,8 +52,73 @@ def choose_device(want: str = "auto", setting: str = "train.device", instead: st
         raise TunelabError(f"{setting}: 'cuda' was asked for but no CUDA GPU is visible; {instead}")
     if want != "cpu" and has_cuda:
         bf16 = torch.cuda.is_bf16_supported()
-        return Device("cuda", bf16, f"{torch.cuda.get_device_name(0)} ({'bf16' if bf16 else 'fp32'})")
-    return Device("cpu", False, f"CPU: {cpu_description()} ({cpu_count()} cores usable, fp32)")
+        return Device("cuda", bf16, describe("cuda", bf16))
+    return Device("cpu", False, describe("cpu", False))
+
+
+def describe(device_type: str, bf16: bool) -> str:
+    """The device in words, with its precision: "CPU: AMD EPYC (2 cores usable, fp32)"."""
+    import torch
+
+    used = "bf16" if bf16 else "fp32"
+    if device_type == "cuda":
+        return f"{torch.cuda.get_device_name(0)} ({used})"
+    return f"CPU: {cpu_description()} ({cpu_count()} cores usable, {used})"
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+BF16_CLEARLY_FASTER = 1.5   # auto takes bf16 on a CPU only when its matmuls measure this much faster
+
+
+def with_precision(device: Device, want: str = "auto", setting: str = "train.precision") -> Device:
+    """``device`` computing in the precision ``want`` (auto, fp32 or bf16) asks for, with the choice recorded.
+
+    auto: on CUDA, bf16 where the GPU supports it; on a CPU, bf16 only when ``matmul_speeds`` measures it
+    at least ``BF16_CLEARLY_FASTER`` times fp32, else fp32. bf16 asked for on a GPU without it is an error;
+    on a CPU it is honoured, however slow (the measurement is recorded either way).
+    """
+    import torch
+
+    record = {"setting": want}
+    if device.type == "cuda":
+        supported = torch.cuda.is_bf16_supported()
+        if want == "bf16" and not supported:
+            raise TunelabError(f"{setting}: bf16 was asked for but this GPU does not support it; use auto or fp32")
+        bf16 = want == "bf16" or (want == "auto" and supported)
+    elif want == "fp32":
+        bf16 = False
+    else:
+        speeds = matmul_speeds()
+        record.update(speeds)
+        bf16 = want == "bf16" or speeds["bf16_gflops"] >= BF16_CLEARLY_FASTER * speeds["fp32_gflops"]
+    record["used"] = "bf16" if bf16 else "fp32"
+    return Device(device.type, bf16, describe(device.type, bf16), record)
+
+
+SPEED_SHAPE = (128, 512, 1536)    # rows x in x out: a small transformer feed-forward matmul
+SPEED_SECONDS = 0.02              # time each precision at least this long (after one warm-up call)
+SPEED_MAX_CALLS = 64
+
+
+@cache
+def matmul_speeds() -> dict:
+    """GFLOP/s of a layer-shaped matmul in fp32 and in bf16 with torch's current thread count, measured
+    once per process. A slow bf16 (0.6 GFLOP/s on CPUs without AVX-512) takes one call of ~0.3 s."""
+    return {f"{name}_gflops": round(_gflops(dtype), 1) for name, dtype in (("fp32", "float32"), ("bf16", "bfloat16"))}
+
+
+def _gflops(dtype_name: str) -> float:
+    import torch
+
+    rows, inner, out = SPEED_SHAPE
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(rows, inner, dtype=dtype), torch.randn(inner, out, dtype=dtype)
+    a @ b  # kernels are chosen (and JIT-compiled by oneDNN) on the first call
+    calls, start = 0, time.perf_counter()
+    while calls < SPEED_MAX_CALLS and (calls == 0 or time.perf_counter() - start < SPEED_SECONDS):
+        a @ b
+        calls += 1
+    return 2 * rows * inner * out * calls / (time.perf_counter() - start) / 1e9
 
 
 def cpu_count() -> int:

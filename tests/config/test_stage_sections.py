@@ -118,21 +118,23 @@ def test_a_network_host_in_the_config_needs_an_api_key(tmp_path, run_cli, monkey
     assert code == 0 and served == ["127.0.0.1"], err
 
 
-def test_the_server_takes_threads_and_seed_from_its_settings(monkeypatch):
+def test_the_server_takes_threads_seed_and_precision_from_its_settings(monkeypatch):
     import types
 
     from tunelab.serving import server
 
     seen = {}
-    loaded = types.SimpleNamespace(run_dir=Path("runs/x"), cfg=types.SimpleNamespace(task="classification"))
-    monkeypatch.setattr(server, "load_run", lambda *a, **k: loaded)
+    loaded = types.SimpleNamespace(run_dir=Path("runs/x"), cfg=types.SimpleNamespace(task="classification"),
+                                   precision={"used": "fp32"})
+    monkeypatch.setattr(server, "load_run", lambda *a, **k: seen.setdefault("precision", k["precision"]) and loaded)
     monkeypatch.setattr(server, "set_threads", lambda threads: seen.setdefault("threads", threads) or 4)
     monkeypatch.setattr(server, "seed_once", lambda seed: seen.setdefault("seed", seed))
     monkeypatch.setattr(server, "create_app", lambda loaded, settings, model_id: seen.setdefault("app", settings))
     monkeypatch.setattr(server, "uvicorn_server", lambda app, host, port, timeouts: types.SimpleNamespace(
         run=lambda: seen.setdefault("bound", (host, port))))
-    server.run("runs/x", None, ServeSettings(threads=1, seed=9, port=8123), echo=lambda _: None)
+    server.run("runs/x", None, ServeSettings(threads=1, seed=9, port=8123, precision="bf16"), echo=lambda _: None)
     assert seen["threads"] == 1 and seen["seed"] == 9 and seen["bound"] == ("127.0.0.1", 8123)
+    assert seen["precision"] == "bf16"
 
 
 def test_evaluate_takes_its_seed_and_overrides_from_the_eval_section(classifier_dir, run_cli, monkeypatch):

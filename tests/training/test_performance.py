@@ -104,13 +104,13 @@ def test_training_flops_follow_the_stated_formula(tiny_llama):
     h, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
     # q, k, v, o (4 h^2) and the gated MLP (3 h x intermediate) per layer, plus the LM head
     weights = layers * (4 * h * h + 3 * h * config.intermediate_size) + vocab * h
-    full = flops_per_token(str(tiny_llama), full=True)
+    full = flops_per_token(str(tiny_llama), causal=True, full=True)
     assert full["matmul_weights"] == weights and full["linear"] == 6 * weights
     assert full["attention_per_position"] == 12 * layers * h
     assert training_flops(full, [3, 5], epochs=2) == 2 * (full["linear"] * 8 + full["attention_per_position"] * 34)
     # LoRA (the classification case: the body only, its head runs once per sequence): frozen weights
     # skip their weight gradient; A (r x in) and B (out x r) of every linear layer are trained.
-    lora = flops_per_token(str(tiny_llama), full=False, rank=4)
+    lora = flops_per_token(str(tiny_llama), causal=False, rank=4)
     body = weights - vocab * h
     adapters = 4 * layers * (4 * 2 * h + 3 * (h + config.intermediate_size))
     assert lora["matmul_weights"] == body and lora["linear"] == 4 * body + 6 * adapters
@@ -192,28 +192,44 @@ def test_levers_benchmark_runs_on_a_small_sst2_like_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_training_benchmark_runs_every_contestant_on_small_files(tmp_path):
+def with_chat_template(model, folder):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from tunelab.data.tokenize import DEFAULT_CHAT_TEMPLATE
+
+    shutil.copytree(model, folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_training_benchmark_runs_every_contestant_on_small_files(tmp_path, tiny_llama):
     import json
 
-    sst2, dolly = tmp_path / "sst2", tmp_path / "dolly"
-    sst2.mkdir(), dolly.mkdir()
+    sst2 = tmp_path / "sst2"
+    sst2.mkdir()
     rows = [f"a {'truly ' * (i % 5)}fine film {i}\t1" if i % 2 else f"a dull film {i}\t0" for i in range(60)]
     for name in ("train.tsv", "dev.tsv"):
         (sst2 / name).write_text("sentence\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
-    texts = [{"text": f"### Human: what is {i} plus one? ### Assistant: it is {i + 1}"} for i in range(120)]
-    (dolly / "chinkara-open_qa.jsonl").write_text("".join(json.dumps(t) + "\n" for t in texts), encoding="utf-8")
+    chat_model = with_chat_template(tiny_llama, tmp_path / "tiny-chat")  # TRL renders conversations with it
     done = subprocess.run([sys.executable, str(BENCHMARKS / "train_throughput.py"), "--quick", "--rows", "40",
-                           "--sst2", str(sst2), "--dolly", str(dolly), "--work", str(tmp_path / "work"),
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=1200)
+                           "--pairs", "16", "--sst2", str(sst2), "--causal-model", str(chat_model),
+                           "--work", str(tmp_path / "work"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "train_throughput.json").read_text())
     cls, causal = result["cases"]["classification"], result["cases"]["causal"]
-    assert [r["contestant"] for r in causal["rows"]] == ["TRL SFTTrainer defaults", "TRL, gradient checkpointing off",
-                                                         "tunelab defaults"]
-    assert cls["rows_trained"] == 40 and all(r["samples_per_second"] > 0 for r in cls["rows"] + causal["rows"])
-    assert cls["rows"][-1]["gflops"] > 0 and 0 < result["matmul_peak"]["gflops"]
+    assert [r["contestant"] for r in causal["rows"]] == ["TRL SFTTrainer defaults (use_cpu=True)", "tunelab defaults",
+                                                         "tunelab full fine-tuning"]
+    assert cls["rows_trained"] == 40 and causal["rows_trained"] == 16
+    assert all(r["samples_per_second"] > 0 and r["runs"] == 1 for r in cls["rows"] + causal["rows"])
+    assert cls["rows"][-1]["gflops"] > 0 and set(result["matmul_peak"]) == {"fp32", "bf16"}
     assert {v["target"] for v in result["verdicts"]} >= {"classification LoRA samples/s vs tutorial baseline",
-                                                         "causal LM non-padding tokens/s vs TRL SFTTrainer"}
+                                                         "SmolLM2 LoRA non-padding tokens/s vs TRL SFTTrainer",
+                                                         "SmolLM2 LoRA peak RSS vs full fine-tuning"}
     assert "tunelab defaults" in done.stdout and "met" in done.stdout
 
 

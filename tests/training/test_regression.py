@@ -1,4 +1,4 @@
-"""Pinned-seed loss regression: a fixed seed, one thread and a few LoRA steps give these training losses.
+"""Pinned-seed loss regression: a fixed seed, one thread, fp32 and a few LoRA steps give these training losses.
 
 A change that alters what training computes (data order, tokenization, the loss, the optimizer, the schedule,
 LoRA's initialization) moves these numbers and fails here, even when every run still "trains".
@@ -47,7 +47,7 @@ def step_losses(folder, model, task, learning_rate=LEARNING_RATE):
     """Train ``STEPS`` LoRA steps with seed 0 on one thread; the logged loss of each step and the metrics."""
     folder.mkdir()
     cfg = load_config(train_config(folder, model, task=task, method={"name": "lora"}, train={
-        "max_steps": STEPS, "logging_steps": 1, "eval_strategy": "no", "threads": 1, "seed": 0,
+        "max_steps": STEPS, "logging_steps": 1, "eval_strategy": "no", "threads": 1, "seed": 0, "precision": "fp32",
         "learning_rate": learning_rate, "warmup_ratio": 0.0, "lr_scheduler": "linear"}))
     run_dir = train.run(cfg)
     log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]

@@ -82,7 +82,7 @@ def first_step_gradients(tmp_path, model, batch, accumulation, monkeypatch, task
     monkeypatch.setattr(train, "callbacks", lambda *a: real_callbacks(*a) + [Capture()])
     cfg = load_config(train_config(tmp_path, model, task=task, train={"batch_size": batch, "gradient_accumulation_steps":
                                                            accumulation, "max_steps": 1, "eval_strategy": "no",
-                                                           "max_grad_norm": 0}))
+                                                           "max_grad_norm": 0, "precision": "fp32"}))
     train.run(cfg)
     monkeypatch.setattr(train, "callbacks", real_callbacks)
     return captured

@@ -230,7 +230,13 @@ class TrainSection(Section):
     report_to: list[str] = ["tensorboard"]
     """Loggers, as the Hugging Face Trainer accepts them (tensorboard, wandb, mlflow, none)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    """Where to train: `auto` takes CUDA when present (bf16 where supported), else CPU in fp32."""
+    """Where to train: `auto` takes CUDA when present, else the CPU."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Compute precision. `auto`: on CUDA, bf16 where the GPU supports it; on a CPU, bf16 only where its bf16
+    matmuls measure at least 1.5x fp32 (measured at start in a few hundredths of a second: about 4x on CPUs
+    with AVX512-BF16, 200x slower without AVX-512), else fp32. bf16 trains under autocast with fp32
+    trainable weights; on a CPU, adapter methods also keep the frozen base in bf16 (half its memory).
+    The choice and the measurement go to metrics.json."""
     distributed: Literal["ddp", "deepspeed-zero2", "deepspeed-zero3", "fsdp"] = "ddp"
     """How several processes (`tunelab train --nproc N`, torchrun, accelerate launch) share the work:
     `ddp` copies the model to each (CPU or GPU); `deepspeed-zero2` also shards optimizer state and
@@ -255,6 +261,9 @@ class EvalSection(Section):
     """Seed of the bootstrap resampling. Empty: `train.seed`, so a run evaluates as it always did."""
     threads: Optional[int] = Field(None, ge=1)
     """CPU threads for torch while evaluating. Empty: `train.threads` (measured at start when that is empty too)."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Precision of the model while evaluating (bf16 casts the weights), chosen like `train.precision`;
+    base and tuned are measured in the same one, recorded in eval.json."""
 
 
 class ServeSection(Section):
@@ -265,6 +274,8 @@ class ServeSection(Section):
     """TCP port to listen on."""
     threads: Optional[int] = Field(None, ge=1)
     """CPU threads for torch while serving. Empty: `train.threads` (measured at start when that is empty too)."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Precision of the served model (bf16 casts the weights), chosen like `train.precision`."""
     seed: Optional[int] = Field(None, ge=0, lt=2**64)
     """Seed torch once at start, so a fresh server answers the same unseeded sampling requests, sent one at a
     time, with the same text. Empty: not seeded. A request's own `seed` always wins."""

@@ -37,9 +37,9 @@ def run(run_dir: str | Path, split: str | None = None, max_examples: int | None 
     model, and eval.json goes into its folder.
     """
     cfg = with_overrides(open_run(run_dir)[1], overrides, ("eval",))  # checked before the model loads
-    loaded = load_run(run_dir, variant, trust_remote_code=trust_remote_code)
+    threads = set_threads(cfg.eval_threads())  # before the precision is measured with them
+    loaded = load_run(run_dir, variant, trust_remote_code=trust_remote_code, precision=cfg.eval.precision)
     loaded = dataclasses.replace(loaded, cfg=cfg)
-    threads = set_threads(cfg.eval_threads())
     split = split or cfg.eval.split
     examples = loaded.run.read_split(split)[: max_examples or cfg.eval.max_examples or None]
     if not examples:
@@ -49,7 +49,8 @@ def run(run_dir: str | Path, split: str | None = None, max_examples: int | None 
               "base": result.pop("base_kind"),
               "tuned": f"{cfg.method.name} fine-tuned" + (f" ({variant})" if variant else ""),
               "settings": {"bootstrap_samples": cfg.eval.bootstrap_samples, "seed": cfg.eval_seed(),
-                           "max_new_tokens": cfg.eval.max_new_tokens, "threads": threads},
+                           "max_new_tokens": cfg.eval.max_new_tokens, "threads": threads,
+                           "precision": loaded.precision},
               **result}
     predictions = report.pop("predictions")
     out = loaded.run.outputs_dir(variant)

@@ -43,7 +43,11 @@ def next_token_targets(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torc
 def summed_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
                 chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
     """Sum of the cross-entropy of ``head(hidden)`` against ``targets``, ``chunk_rows`` rows at a time."""
+    weight = getattr(head, "weight", None)  # a bf16 head (a frozen bf16 base) takes bf16 rows
+
     def chunk_sum(rows: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
+        if weight is not None and rows.dtype != weight.dtype:
+            rows = rows.to(weight.dtype)
         return F.cross_entropy(head(rows).float(), wanted, reduction="sum")
 
     total = hidden.new_zeros((), dtype=torch.float32)

@@ -51,7 +51,7 @@ def quantization_config(cfg: TunelabConfig, bits: int | None, device, location: 
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(HEAD_MODULES))
     q = cfg.quantization
     if q.bnb_4bit_compute_dtype == "auto":
-        compute = torch.bfloat16 if device.bf16 else torch.float32
+        compute = torch.bfloat16 if device.type == "cuda" and device.bf16 else torch.float32
     else:
         compute = getattr(torch, q.bnb_4bit_compute_dtype)
     narrow = narrow_layers(cfg, location, who) if location else []

@@ -20,8 +20,8 @@ from tunelab.models.resolve import hub_error, resolve_model, safetensors_only
 
 
 def load_base_model(cfg: TunelabConfig, labels: list[str] | None, device: Device, bits: int | None = None,
-                    location: str | None = None, quantization=None):
-    """The pre-trained model with the task's head (a new classifier for ``labels``).
+                    location: str | None = None, quantization=None, dtype: str = "float32"):
+    """The pre-trained model with the task's head (a new classifier for ``labels``), in ``dtype``.
 
     ``bits`` loads the base in 4- or 8-bit with bitsandbytes; ``quantization`` passes any other
     transformers quantization config (GPTQ). A folder that is already quantized (its config.json
@@ -36,7 +36,7 @@ def load_base_model(cfg: TunelabConfig, labels: list[str] | None, device: Device
     prepare_quantization_backends()
     location = location or resolve_model(cfg.model.name, cfg.model.allow_pickle_weights)
     kwargs = {"revision": cfg.model.revision, "trust_remote_code": cfg.model.trust_remote_code,
-              "dtype": torch.float32,
+              "dtype": getattr(torch, dtype),
               "use_safetensors": None if cfg.model.allow_pickle_weights else safetensors_only(location)}
     quant = quantization or quantization_config(cfg, bits, device, location)
     if quant is not None or is_quantized_checkpoint(location):

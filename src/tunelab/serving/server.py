@@ -174,15 +174,16 @@ def run(run_dir: str, variant: str | None, settings: ServeSettings, echo=print, 
         raise TunelabError("tunelab serve needs FastAPI and uvicorn; install them with pip install 'tunelab[serve]'") from None
 
     refuse_open_without_key(settings.host, settings.api_key, "serve")
-    loaded = load_run(run_dir, variant, trust_remote_code=trust_remote_code)
-    threads = set_threads(settings.threads)
+    threads = set_threads(settings.threads)  # before the precision is measured with them
+    loaded = load_run(run_dir, variant, trust_remote_code=trust_remote_code, precision=settings.precision,
+                      setting="serve.precision")
     seed_once(settings.seed)
     model_id = loaded.run_dir.name + (f"-{variant}" if variant else "")
     host, port = settings.host, settings.port
     settings = settings.model_copy(update={"check_host": is_loopback(host)})
     app = create_app(loaded, settings, model_id)
     where = "" if is_loopback(host) else " (reachable from other machines)"
-    echo(f"serving {model_id} ({loaded.cfg.task}, {threads} threads) on http://{host}:{port}{where}; Ctrl+C stops")
+    echo(f"serving {model_id} ({loaded.cfg.task}, {threads} threads, {loaded.precision['used']}) on http://{host}:{port}{where}; Ctrl+C stops")
     uvicorn_server(app, host, port, settings.timeouts).run()
 
 

@@ -22,7 +22,7 @@ from tunelab.config.schema import TunelabConfig
 from tunelab.data import prepare
 from tunelab.data.collate import PadCollator, attend_within_examples
 from tunelab.errors import RunFolderError, TrainingInterrupted
-from tunelab.machine import Device, choose_device, peak_rss_mb, return_memory_to_os, set_threads, world
+from tunelab.machine import Device, choose_device, peak_rss_mb, return_memory_to_os, set_threads, with_precision, world
 from tunelab.models.causal_loss import LabelledLoss, supported
 from tunelab.models.kbit import describe_kept, kept_full_precision
 from tunelab.models.loading import align_pad_token, hide_tied_keys_report, silence_known_warnings
@@ -89,6 +89,7 @@ def train_in(run: RunDir, cfg: TunelabConfig, device: Device, resume: bool) -> P
     labels = run.labels() if cfg.task == "classification" else None
     tokenizer = AutoTokenizer.from_pretrained(run.tokenizer_dir)
     threads = set_threads(cfg.train.threads)
+    device = with_precision(device, cfg.train.precision)  # measured with the threads training will use
     if cfg.train.return_memory_to_os:
         return_memory_to_os()
     set_seed(cfg.train.seed)
@@ -133,6 +134,7 @@ def train_in(run: RunDir, cfg: TunelabConfig, device: Device, resume: bool) -> P
         "mean_train_loss": round(result.training_loss, 6),
         "threads": threads,
         "device": device.description,
+        "precision": device.precision,
         "full_precision_layers": kept,
     }
     save_outputs(run, cfg, trainer, tokenizer, measured, peft=METHODS[cfg.method.name].saves_adapter)
