@@ -61,6 +61,8 @@ def verdict_rows(results: dict) -> list[list]:
 
 def train_section(data: dict) -> str:
     peaks = data["matmul_peak"]
+    if "gflops" in peaks:  # results written before bf16 was measured: one fp32 peak
+        peaks = {"fp32": peaks}
     lines = ["Matmul peaks measured in the same run: " + "; ".join(
         f"**{name} {peak['gflops']} GFLOP/s** ({peak['threads']} threads; by size: "
         f"{', '.join(f'{n}: {g}' for n, g in peak['per_size'].items())})" for name, peak in peaks.items()) + ".", ""]
@@ -69,10 +71,11 @@ def train_section(data: dict) -> str:
     rows = []
     for case, c in data["cases"].items():
         for r in c["rows"]:
-            peak = peaks[r["precision"]]["gflops"]
+            peak = peaks[r.get("precision", "fp32")]["gflops"]
             mfu = f"{r['gflops']} ({r['gflops'] / peak:.0%})" if "gflops" in r else ""
-            seconds = f"{r['train_seconds']} ({', '.join(map(str, r['train_seconds_all']))})"
-            rows.append([case, r["contestant"], r["precision"], seconds, r["samples_per_second"],
+            runs = r.get("train_seconds_all", [])  # results written before medians of several runs: one run
+            seconds = f"{r['train_seconds']} ({', '.join(map(str, runs))})" if len(runs) > 1 else r["train_seconds"]
+            rows.append([case, r["contestant"], r.get("precision", "fp32"), seconds, r["samples_per_second"],
                          r.get("loop_samples_per_second", ""), r["tokens_per_second"],
                          r["peak_rss_mb"], f"{c['metric']} {r['metric']}", r.get("speedup_samples", 1), mfu])
     lines.append(markdown_table(headers, rows))

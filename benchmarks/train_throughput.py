@@ -212,7 +212,8 @@ def causal_case(args, work: Path) -> dict:
     splits = support_instruction_splits()
     pairs = splits["train"][: args.pairs]
     conversations = [to_messages(r) for r in pairs]
-    lengths = [min(len(tokenizer.apply_chat_template(m, tokenize=True)), 256) for m in conversations]
+    lengths = [min(len(tokenizer.apply_chat_template(m, tokenize=True, return_dict=True)["input_ids"]), 256)
+               for m in conversations]
     spec = {"case": "causal", "model": model, "epochs": 1, "lr": CAUSAL_LR, "seed": 0, "batch_size": 8,
             "max_length": 256, "train": write_jsonl(work / "support-train.jsonl", pairs),
             "dev": write_jsonl(work / "support-dev.jsonl", splits["test"][:8]),
