@@ -11,8 +11,8 @@ short probe shaped like a transformer layer with each candidate count and keeps 
 
 Precision: CPUs differ by more than two orders of magnitude in bf16. Measured on two 2-core AMD EPYC
 machines: without AVX-512, fp32 matmuls ran at about 130 GFLOP/s and bf16 at 0.6 (unusable); with
-AVX512-BF16, fp32 at about 222 and bf16 at about 950. ``choose_precision`` therefore measures both once
-per process (``matmul_speeds``, a few hundredths of a second) and takes bf16 on a CPU only where it is
+AVX512-BF16, fp32 at about 222 and bf16 at about 950. ``with_precision`` therefore measures both once
+per process (``matmul_speeds``) and takes bf16 on a CPU only where it is
 clearly faster. CUDA keeps its own rule: bf16 where the GPU supports it.
 """
 
@@ -36,7 +36,7 @@ class Device:
     type: str            # "cpu" or "cuda"
     bf16: bool           # compute in bf16 (autocast; on a CPU also a bf16 frozen base under adapters)
     description: str
-    precision: dict = field(default_factory=dict)   # how the precision was chosen (``choose_precision``)
+    precision: dict = field(default_factory=dict)   # how the precision was chosen (``with_precision``)
 
 
 def choose_device(want: str = "auto", setting: str = "train.device", instead: str = "use auto or cpu") -> Device:
@@ -66,7 +66,6 @@ def describe(device_type: str, bf16: bool) -> str:
     return f"CPU: {cpu_description()} ({cpu_count()} cores usable, {used})"
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
 BF16_CLEARLY_FASTER = 1.5   # auto takes bf16 on a CPU only when its matmuls measure this much faster
 
 
@@ -103,7 +102,8 @@ SPEED_MAX_CALLS = 64
 @cache
 def matmul_speeds() -> dict:
     """GFLOP/s of a layer-shaped matmul in fp32 and in bf16 with torch's current thread count, measured
-    once per process. A slow bf16 (0.6 GFLOP/s on CPUs without AVX-512) takes one call of ~0.3 s."""
+    once per process: a few hundredths of a second, or about 0.7 s where bf16 runs at 0.6 GFLOP/s (CPUs
+    without AVX-512: a warm-up call and one timed call of about 0.3 s each)."""
     return {f"{name}_gflops": round(_gflops(dtype), 1) for name, dtype in (("fp32", "float32"), ("bf16", "bfloat16"))}
 
 

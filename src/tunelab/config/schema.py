@@ -233,8 +233,8 @@ class TrainSection(Section):
     """Where to train: `auto` takes CUDA when present, else the CPU."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Compute precision. `auto`: on CUDA, bf16 where the GPU supports it; on a CPU, bf16 only where its bf16
-    matmuls measure at least 1.5x fp32 (measured at start in a few hundredths of a second: about 4x on CPUs
-    with AVX512-BF16, 200x slower without AVX-512), else fp32. bf16 trains under autocast with fp32
+    matmuls measure at least 1.5x fp32 (measured at start, under a second: about 4x on CPUs with AVX512-BF16,
+    200x slower without AVX-512), else fp32. bf16 trains under autocast with fp32
     trainable weights; on a CPU, adapter methods also keep the frozen base in bf16 (half its memory).
     The choice and the measurement go to metrics.json."""
     distributed: Literal["ddp", "deepspeed-zero2", "deepspeed-zero3", "fsdp"] = "ddp"
