@@ -129,9 +129,20 @@ def tunelab_run(spec: dict, method: str = "lora") -> dict:
     return {"train_seconds": metrics["train_seconds"],
             "metric": metrics["mean_train_loss"] if causal else metrics["eval"]["accuracy"],
             "threads": metrics["threads"], "precision": metrics["precision"]["used"],
-            "eval_seconds": sum(entry.get("eval_runtime", 0.0) for entry in log),
+            "eval_seconds": evaluations_while_training(log),
             "flops_per_token": flops_per_token(spec["model"], causal, full=method == "full"),
             "peak_rss_mb": metrics["peak_rss_mb"]}
+
+
+def evaluations_while_training(log: list[dict]) -> float:
+    """Seconds of the evaluations logged before the training call ended (its ``train_runtime`` entry);
+    the evaluation of the best checkpoint after it is not part of the training call's time."""
+    seconds = 0.0
+    for entry in log:
+        if "train_runtime" in entry:
+            break
+        seconds += entry.get("eval_runtime", 0.0)
+    return seconds
 
 
 def tunelab_full(spec: dict) -> dict:

@@ -84,9 +84,7 @@ def real_config(folder: Path, data: Path, **sections) -> Path:
 
 @pytest.fixture(scope="module")
 def lora_config(tmp_path_factory, data) -> Path:
-    # fp32 on every CPU: the reply checks read `tunelab predict`'s one line per prompt, and after 2 bf16 steps
-    # the model's reply can hold line breaks (the printed form of multi-line replies is left as it is).
-    return real_config(tmp_path_factory.mktemp("lora"), data, train={"precision": "fp32"})
+    return real_config(tmp_path_factory.mktemp("lora"), data)
 
 
 @pytest.fixture(scope="module")
@@ -96,12 +94,13 @@ def lora_run(lora_config, smollm2) -> Path:
 
 
 def generated(run_cli, run_dir: Path, *prompts: str) -> list[str]:
-    """What ``tunelab predict`` prints for ``prompts``: one completion per line."""
-    code, out, err = run_cli("predict", run_dir, *prompts, "--max-new-tokens", 16)
+    """The completions ``tunelab predict`` writes for ``prompts`` (JSONL: a reply may span several lines)."""
+    out_file = run_dir.parent / "predicted.jsonl"
+    code, _, err = run_cli("predict", run_dir, *prompts, "--max-new-tokens", 16, "--output", out_file)
     assert code == 0, err
-    lines = out.splitlines()
-    assert len(lines) == len(prompts), lines
-    return lines
+    rows = [json.loads(line) for line in out_file.read_text(encoding="utf-8").splitlines()]
+    assert [r["prompt"] for r in rows] == list(prompts), rows
+    return [r["completion"] for r in rows]
 
 
 def assert_reply_text(text: str) -> None:

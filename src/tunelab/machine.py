@@ -108,17 +108,26 @@ def matmul_speeds() -> dict:
 
 
 def _gflops(dtype_name: str) -> float:
+    rows, inner, out = SPEED_SHAPE
+    seconds, calls = timed_matmuls(rows, inner, out, dtype_name, most=SPEED_MAX_CALLS, enough_seconds=SPEED_SECONDS)
+    return 2 * rows * inner * out * calls / seconds / 1e9
+
+
+def timed_matmuls(rows: int, inner: int, out: int, dtype_name: str = "float32", most: int = 1,
+                  enough_seconds: float = float("inf")) -> tuple[float, int]:
+    """(seconds, calls) of (rows x inner) @ (inner x out) matmuls after one untimed call (which starts the
+    thread pool and lets oneDNN pick and compile its kernels): ``most`` calls, or fewer once
+    ``enough_seconds`` have passed (at least one)."""
     import torch
 
-    rows, inner, out = SPEED_SHAPE
     dtype = getattr(torch, dtype_name)
     a, b = torch.randn(rows, inner, dtype=dtype), torch.randn(inner, out, dtype=dtype)
-    a @ b  # kernels are chosen (and JIT-compiled by oneDNN) on the first call
+    a @ b
     calls, start = 0, time.perf_counter()
-    while calls < SPEED_MAX_CALLS and (calls == 0 or time.perf_counter() - start < SPEED_SECONDS):
+    while calls < most and (calls == 0 or time.perf_counter() - start < enough_seconds):
         a @ b
         calls += 1
-    return 2 * rows * inner * out * calls / (time.perf_counter() - start) / 1e9
+    return time.perf_counter() - start, calls
 
 
 def cpu_count() -> int:
@@ -221,12 +230,7 @@ def probe_seconds(threads: int, rows: int = 256) -> float:
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.randn(rows, 384), torch.randn(384, 1536)
-    a @ b  # let the thread pool start
-    start = time.perf_counter()
-    for _ in range(PROBE_MATMULS):
-        a @ b
-    return time.perf_counter() - start
+    return timed_matmuls(rows, 384, 1536, most=PROBE_MATMULS)[0]
 
 
 def pick(cores: int | None = None) -> int:

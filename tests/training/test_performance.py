@@ -116,6 +116,14 @@ def test_training_flops_follow_the_stated_formula(tiny_llama):
     assert lora["matmul_weights"] == body and lora["linear"] == 4 * body + 6 * adapters
 
 
+def test_only_evaluations_inside_the_training_call_count_against_it():
+    from train_throughput import evaluations_while_training
+
+    log = [{"step": 5, "loss": 1.0}, {"step": 5, "eval_runtime": 2.0}, {"step": 10, "eval_runtime": 3.0},
+           {"step": 10, "train_runtime": 30.0}, {"step": 10, "eval_runtime": 3.0}]  # the best checkpoint, after
+    assert evaluations_while_training(log) == 5.0
+
+
 def test_targets_report_met_and_missed():
     from train_throughput import target
 

@@ -71,7 +71,7 @@ def test_the_real_measurement_is_positive_and_taken_once_per_process():
     assert machine.matmul_speeds() is first
 
 
-def trained(folder, model, task, precision, monkeypatch=None):
+def trained(folder, model, task, precision):
     folder.mkdir()
     return train.run(load_config(train_config(folder, model, task=task, train={
         "max_steps": 3, "logging_steps": 1, "eval_strategy": "no", "threads": 1, "precision": precision})))

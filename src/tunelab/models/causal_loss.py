@@ -43,7 +43,9 @@ def next_token_targets(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torc
 def summed_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
                 chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
     """Sum of the cross-entropy of ``head(hidden)`` against ``targets``, ``chunk_rows`` rows at a time."""
-    weight = getattr(head, "weight", None)  # a bf16 head (a frozen bf16 base) takes bf16 rows
+    # accelerate hands the Trainer the forward's outputs in fp32 even under bf16 autocast, and the loss runs
+    # outside it: a bf16 output layer (a frozen bf16 base) needs its rows cast back.
+    weight = getattr(head, "weight", None)
 
     def chunk_sum(rows: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
         if weight is not None and rows.dtype != weight.dtype:
