@@ -61,27 +61,23 @@ def verdict_rows(results: dict) -> list[list]:
 
 def train_section(data: dict) -> str:
     peaks = data["matmul_peak"]
-    if "gflops" in peaks:  # results written before bf16 was measured: one fp32 peak
-        peaks = {"fp32": peaks}
     lines = ["Matmul peaks measured in the same run: " + "; ".join(
         f"**{name} {peak['gflops']} GFLOP/s** ({peak['threads']} threads; by size: "
         f"{', '.join(f'{n}: {g}' for n, g in peak['per_size'].items())})" for name, peak in peaks.items()) + ".", ""]
-    headers = ["case", "contestant", "precision", "train s (median)", "samples/s", "samples/s, loop only",
-               "non-pad tokens/s", "peak RSS MiB", "metric", "x baseline", "GFLOP/s (MFU)"]
+    headers = ["case", "contestant", "precision", "train s (median)", "samples/s", "non-pad tokens/s", "peak RSS MiB", "metric", "x baseline", "GFLOP/s (MFU)"]
     rows = []
     for case, c in data["cases"].items():
         for r in c["rows"]:
-            peak = peaks[r.get("precision", "fp32")]["gflops"]
+            peak = peaks[r["precision"]]["gflops"]
             mfu = f"{r['gflops']} ({r['gflops'] / peak:.0%})" if "gflops" in r else ""
-            runs = r.get("train_seconds_all", [])  # results written before medians of several runs: one run
+            runs = r["train_seconds_all"]
             seconds = f"{r['train_seconds']} ({', '.join(map(str, runs))})" if len(runs) > 1 else r["train_seconds"]
-            rows.append([case, r["contestant"], r.get("precision", "fp32"), seconds, r["samples_per_second"],
-                         r.get("loop_samples_per_second", ""), r["tokens_per_second"],
+            rows.append([case, r["contestant"], r["precision"], seconds, r["samples_per_second"], r["tokens_per_second"],
                          r["peak_rss_mb"], f"{c['metric']} {r['metric']}", r.get("speedup_samples", 1), mfu])
     lines.append(markdown_table(headers, rows))
     lines.append("\nEach contestant ran in its own process; the median of its runs counts (all runs' seconds in "
-                 "brackets). Samples/s cover the whole training call; \"loop only\" leaves out tunelab's evaluations "
-                 "during training (the baselines evaluate only afterwards). MFU counts non-padding tokens over the "
+                 "brackets). Samples/s and tokens/s cover the whole training call, tunelab's evaluations during training "
+                 "included (the baselines evaluate only afterwards). MFU counts non-padding tokens over the "
                  "training loop against the matmul peak of the precision used; the FLOP formula is in "
                  "`benchmarks/train_throughput.py`.")
     for case, c in data["cases"].items():

@@ -135,11 +135,11 @@ def tunelab_run(spec: dict, method: str = "lora") -> dict:
 
 
 def evaluations_while_training(log: list[dict]) -> float:
-    """Seconds of the evaluations logged before the training call ended (its ``train_runtime`` entry);
-    the evaluation of the best checkpoint after it is not part of the training call's time."""
+    """Seconds of the evaluations logged before the training call ended (the Trainer's summary entry, the one
+    with ``total_flos``); the evaluation of the best checkpoint after it is not part of the call's time."""
     seconds = 0.0
     for entry in log:
-        if "train_runtime" in entry:
+        if "total_flos" in entry:
             break
         seconds += entry.get("eval_runtime", 0.0)
     return seconds
@@ -232,6 +232,7 @@ def causal_case(args, work: Path) -> dict:
     contestants = {"TRL SFTTrainer defaults (use_cpu=True)": "trl", "tunelab defaults": "tunelab"}
     result = measure_case(spec, contestants, lengths, "mean train loss", work, args.repeats)
     full = measure_case(spec, {"tunelab full fine-tuning": "tunelab-full"}, lengths, "mean train loss", work, 1)
+    full["rows"][0]["speedup_samples"] = ratio(full["rows"][0]["samples_per_second"], result["rows"][0]["samples_per_second"])
     result["rows"].append(full["rows"][0])
     return result
 

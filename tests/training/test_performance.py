@@ -119,8 +119,9 @@ def test_training_flops_follow_the_stated_formula(tiny_llama):
 def test_only_evaluations_inside_the_training_call_count_against_it():
     from train_throughput import evaluations_while_training
 
-    log = [{"step": 5, "loss": 1.0}, {"step": 5, "eval_runtime": 2.0}, {"step": 10, "eval_runtime": 3.0},
-           {"step": 10, "train_runtime": 30.0}, {"step": 10, "eval_runtime": 3.0}]  # the best checkpoint, after
+    log = [{"step": 5, "loss": 1.0, "train_runtime": 1.0}, {"step": 5, "eval_runtime": 2.0},
+           {"step": 10, "eval_runtime": 3.0}, {"step": 10, "train_runtime": 30.0, "total_flos": 1.0},
+           {"step": 10, "eval_runtime": 3.0}]  # step entries carry a running train_runtime; the best checkpoint after
     assert evaluations_while_training(log) == 5.0
 
 
