@@ -10,14 +10,18 @@ its own process (peak RSS = VmHWM of that process, model loading included):
 - ``labelled+return-memory``: and train.return_memory_to_os (glibc hands freed blocks back at once);
 - ``labelled+checkpointing``: the labelled loss and train.gradient_checkpointing;
 - ``labelled+checkpointing+return-memory``: all three.
-Generation: greedy tokens/s of the base model through tunelab.inference.generate (KV cache, left
-padding, inference_mode) on the built-in test requests, at batch 1 and 8, median of --repeats.
-Prints tables; writes benchmarks/results/llm.json.
+Generation: greedy tokens/s (KV cache, left padding, inference_mode) on the built-in test requests, at
+batch 1 and 8, median of --repeats after one warm-up round, for a 2-step LoRA run loaded four ways:
+a bare ``model.generate`` loop on the adapter as trained (what PEFT + generate gives), the same loop on
+the run as tunelab's evaluate and serve load it (adapter merged at load), tunelab.inference.generate
+on that model, and tunelab on it in the precision ``auto`` picks on this CPU. The target: tunelab
+within 10% of the bare loop on the same model. Prints tables; writes benchmarks/results/llm.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -59,40 +63,91 @@ def memory_worker(spec: dict) -> dict:
             "final_train_loss": metrics["final_train_loss"]}
 
 
+GENERATION = {  # contestant -> (how the run is loaded, who calls generate)
+    "bare generate, adapter unmerged (fp32)": ({"merge": False, "precision": "fp32"}, "bare"),
+    "bare generate, merged (fp32)": ({"merge": True, "precision": "fp32"}, "bare"),
+    "tunelab, merged (fp32)": ({"merge": True, "precision": "fp32"}, "tunelab"),
+    "tunelab, merged (auto)": ({"merge": True, "precision": "auto"}, "tunelab"),
+}
+
+
 def generation_worker(spec: dict) -> dict:
+    """Generated tokens/s of each GENERATION contestant at each batch size; the contestants take turns
+    within each repeat, on the same prompts and in alternating order, so that the machine's drift hits
+    them alike."""
+    import torch
+
     from tunelab.config.load import from_dict
     from tunelab.data.builtin import BUILTIN_DATA_DIR
     from tunelab.data.tokenize import to_messages
-    from tunelab.inference import LoadedRun, generate
-    from tunelab.models.loading import load_base_model
-    from tunelab.models.resolve import load_tokenizer
+    from tunelab.inference import generate, load_run, render_prompt
+    from tunelab.machine import set_threads
     from tunelab.rundir import read_jsonl
+    from tunelab.training import train
 
-    cfg = from_dict({"task": "causal_lm", "model": {"name": MODEL},
-                     "data": {"train": "builtin:support_instructions/train.jsonl", "format": "instruction"}},
-                    name="llm-generation", source="benchmark")
-    tokenizer = load_tokenizer(cfg.model)
-    model = load_base_model(cfg, None, _cpu()).eval()
-    loaded = LoadedRun(run_dir=Path(spec["dir"]), cfg=cfg, model=model, tokenizer=tokenizer, labels=None,
-                       format="instruction")
+    tree = {"task": "causal_lm", "model": {"name": MODEL},
+            "data": {"train": "builtin:support_instructions/train.jsonl", "format": "instruction"},
+            "method": {"name": "lora"}, "lora": {"r": 8, "lora_alpha": 16, "target_modules": "all-linear"},
+            "train": {"batch_size": 8, "max_steps": 2, "eval_strategy": "no", "precision": "fp32"},
+            "output": {"dir": spec["dir"], "overwrite": True}}
+    run_dir = train.run(from_dict(tree, name="llm-generation", source="benchmark"))
+    set_threads(None)
+    loaded = {name: load_run(run_dir, **how) for name, (how, _) in GENERATION.items()}
     rows = read_jsonl(BUILTIN_DATA_DIR / "support_instructions" / "test.jsonl")
     prompts = [to_messages(row)[:-1] for row in rows]
-    result = {}
+    new_tokens = spec["new_tokens"]
+
+    def bare(run, chosen: list, batch: int) -> int:
+        tokenizer, made = run.tokenizer, 0
+        tokenizer.padding_side = "left"
+        for start in range(0, len(chosen), batch):
+            inputs = tokenizer([render_prompt(run, p) for p in chosen[start:start + batch]], padding=True,
+                               add_special_tokens=False, return_tensors="pt")
+            with torch.inference_mode():
+                out = run.model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                         do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            made += out[:, inputs["input_ids"].shape[1]:].numel()
+        return made
+
+    def ours(run, chosen: list, batch: int) -> int:
+        ids = generate(run, chosen, new_tokens, batch, token_ids=True, min_new_tokens=new_tokens)
+        return sum(len(i) for i in ids)
+
+    callers = {"bare": bare, "tunelab": ours}
+    result = {"precision": {name: run.precision for name, run in loaded.items()}, "tokens_per_second": {}}
     for batch in spec["batches"]:
-        rates = []
-        for repeat in range(spec["repeats"]):
-            chosen = prompts[repeat * batch:(repeat + 1) * batch]
-            started = time.perf_counter()
-            ids = generate(loaded, chosen, spec["new_tokens"], batch, token_ids=True, min_new_tokens=spec["new_tokens"])
-            rates.append(sum(len(i) for i in ids) / (time.perf_counter() - started))
-        result[str(batch)] = round(statistics.median(rates), 1)
-    return {"tokens_per_second": result}
+        rates: dict[str, list] = {name: [] for name in GENERATION}
+        for repeat in range(spec["repeats"] + 1):  # the first round warms up
+            chosen = [prompts[(repeat * batch + i) % len(prompts)] for i in range(batch)]
+            turns = list(GENERATION.items())
+            for name, (_, caller) in turns if repeat % 2 else turns[::-1]:  # alternate, so drift hits all alike
+                started = time.perf_counter()
+                made = callers[caller](loaded[name], chosen, batch)
+                if repeat:
+                    rates[name].append(made / (time.perf_counter() - started))
+        result["tokens_per_second"][str(batch)] = {name: round(statistics.median(r), 1) for name, r in rates.items()}
+    return result
 
 
-def _cpu():
-    from tunelab.machine import Device
+def generation_verdicts(generation: dict) -> list[dict]:
+    """tunelab's generate within 10% of a bare generate loop on the same merged fp32 model, per batch size."""
+    found = []
+    for batch, rates in generation["tokens_per_second"].items():
+        share = rates["tunelab, merged (fp32)"] / rates["bare generate, merged (fp32)"]
+        found.append({"target": f"SmolLM2 generation, batch {batch}: tunelab vs a bare generate loop (same model)",
+                      "goal": ">= 0.9x", "measured": f"{share:.2f}x", "met": share >= 0.9})
+    return found
 
-    return Device("cpu", False, "cpu")
+
+def generation_table(generation: dict) -> str:
+    """Tokens/s per contestant and batch, with each against the bare loop on the adapter as trained."""
+    batches = list(generation["tokens_per_second"])
+    first = "bare generate, adapter unmerged (fp32)"
+    rows = [[name, generation["precision"][name]["used"],
+             *[f"{generation['tokens_per_second'][b][name]:g} "
+               f"({ratio(generation['tokens_per_second'][b][name], generation['tokens_per_second'][b][first]):g}x)"
+               for b in batches]] for name in generation["tokens_per_second"][batches[0]]]
+    return markdown_table(["contestant", "precision", *[f"batch {b}: tokens/s (x unmerged)" for b in batches]], rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -104,12 +159,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--new-tokens", type=int, default=64, help="tokens generated per request (default 64)")
     parser.add_argument("--repeats", type=int, default=3, help="generation repeats; the median is reported")
     parser.add_argument("--skip-generation", action="store_true", help="measure memory only")
+    parser.add_argument("--skip-memory", action="store_true",
+                        help="measure generation only; the memory results of the last llm.json are kept")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for llm.json")
     worker_arguments(parser)
     args = parser.parse_args(argv)
     if serve_worker(args, {"memory": memory_worker, "generation": generation_worker}):
         return
     lengths = [int(x) for x in args.lengths.split(",")]
+    if args.skip_memory:
+        measure_generation(args, json.loads((args.out / "llm.json").read_text(encoding="utf-8")))
+        return
     memory = []
     for length in lengths:
         for name in args.variants.split(","):
@@ -132,11 +192,21 @@ def main(argv: list[str] | None = None) -> None:
                            ratio(m["peak_rss_mb"], next((x["peak_rss_mb"] for x in memory if x["length"] == m["length"]
                                                          and x["variant"] == "model-loss"), float("nan")))]
                           for m in memory]))
-    if not args.skip_generation:
-        spec = {"batches": [1, 8], "repeats": args.repeats, "new_tokens": args.new_tokens, "dir": str(WORK)}
-        result["generation"] = run_worker(SCRIPT, "generation", spec)
-        rates = result["generation"]["tokens_per_second"]
-        print(markdown_table(["batch", "generated tokens/s"], [[b, r] for b, r in rates.items()]))
+    if args.skip_generation:
+        print(f"wrote {write_result('llm', result, args.out)}")
+    else:
+        measure_generation(args, result)
+
+
+def measure_generation(args: argparse.Namespace, result: dict) -> None:
+    """Add the generation contestants' figures and verdicts to ``result`` and write it."""
+    spec = {"batches": [1, 8], "repeats": args.repeats, "new_tokens": args.new_tokens,
+            "dir": str(WORK / "llm-generation")}
+    result["generation"] = run_worker(SCRIPT, "generation", spec)
+    result["new_tokens"] = args.new_tokens
+    result["verdicts"] = [v for v in result["verdicts"] if "generation" not in v["target"]]
+    result["verdicts"] += generation_verdicts(result["generation"])
+    print(generation_table(result["generation"]))
     print(f"wrote {write_result('llm', result, args.out)}")
 
 

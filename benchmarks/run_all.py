@@ -16,13 +16,15 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from common import QUIET_ENV, RESULTS, ROOT, WORK
 
 from tunelab.tables import markdown_table, replace_marked
 
-ORDER = ("train_throughput", "levers", "memory", "inference", "serve_load", "demo", "demo-causal-lm", "llm")
-SERVE_RUN = WORK / "minilm-intents"  # trained by inference.py
+ORDER = ("train_throughput", "levers", "memory", "inference", "serve_load", "serve_load_chat", "serve_load_chat_stream",
+         "demo", "demo-causal-lm", "llm")
+SERVE_RUN, CHAT_RUN = WORK / "minilm-intents", WORK / "smollm2-replies"  # both trained by inference.py
 
 
 def command(name: str, quick: bool) -> list[str]:
@@ -32,6 +34,10 @@ def command(name: str, quick: bool) -> list[str]:
             "memory": ["memory.py"] + (["--steps", "3", "--models", "minilm"] if quick else []),
             "inference": ["inference.py"] + (["--skip-gptq"] if quick else []),
             "serve_load": ["serve_load.py", str(SERVE_RUN)] + (["--requests", "64"] if quick else []),
+            "serve_load_chat": ["serve_load.py", str(CHAT_RUN), "--chat", "--max-tokens", "32", "--requests",
+                                "32" if quick else "96"],
+            "serve_load_chat_stream": ["serve_load.py", str(CHAT_RUN), "--chat", "--stream", "--max-tokens", "32",
+                                       "--requests", "32" if quick else "96"],
             "demo": ["demo.py"],
             "demo-causal-lm": ["demo.py", "--task", "causal_lm"],
             "llm": ["llm.py"] + (["--lengths", "256", "--steps", "1", "--repeats", "1"] if quick else [])}[name]
@@ -112,11 +118,17 @@ def inference_section() -> str:
 
 
 def serve_section(data: dict) -> str:
-    headers = ["server", "requests/s", "p50 ms", "p95 ms", "p99 ms", "server peak RSS MiB", "responses by status"]
-    rows = [[r["server"], r["requests_per_second"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r["server_peak_rss_mb"],
+    streamed = data.get("stream", False)
+    headers = ["server", "requests/s", "p50 ms", "p95 ms", "p99 ms", *(["first text p50 ms"] if streamed else []),
+               "server peak RSS MiB", "responses by status"]
+    rows = [[r["server"], r["requests_per_second"], r["p50_ms"], r["p95_ms"], r["p99_ms"],
+             *([r.get("first_text_p50_ms")] if streamed else []), r["server_peak_rss_mb"],
              ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items()))] for r in data["rows"]]
-    return (f"{data['requests']} requests from {data['clients']} concurrent clients, {data['bad_share']:.0%} of them "
-            f"malformed or oversized, against `tunelab serve` on the MiniLM intents run.\n\n"
+    tokens = f", each asking for {data['max_tokens']} tokens" if data.get("endpoint", "").endswith("completions") else ""
+    how = " streamed (latency: to `[DONE]`)" if streamed else ""
+    return (f"{data['requests']} requests to `{data.get('endpoint', '/v1/classify')}`{how} from {data['clients']} "
+            f"concurrent clients, {data['bad_share']:.0%} of them malformed or oversized{tokens}, against "
+            f"`tunelab serve` on `{Path(data['run']).name}`.\n\n"
             + markdown_table(headers, rows) + f"\n\nMicro-batching: **{data['batching_speedup']}x** the requests/s.")
 
 
@@ -153,10 +165,12 @@ def llm_section(data: dict) -> str:
              f"length, {data['steps']} optimizer steps per process; peak RSS includes loading the model.\n",
              markdown_table(["variant", "length", "peak RSS MiB", "vs model-loss", "s/step", "train loss"], rows)]
     if "generation" in data:
-        rates = data["generation"]["tokens_per_second"]
-        parts += ["\nGreedy generation of the base model (KV cache, left padding, `inference_mode`), "
-                  f"{data.get('new_tokens', 64)} new tokens per request:\n",
-                  markdown_table(["batch", "generated tokens/s"], [[b, r] for b, r in rates.items()])]
+        from llm import generation_table
+
+        parts += ["\nGreedy generation (KV cache, left padding, `inference_mode`) after a 2-step LoRA run, "
+                  f"{data.get('new_tokens', 64)} new tokens per request; the contestants take turns on the same "
+                  "prompts. \"Merged\": the adapter folded into the weights at load, as `tunelab evaluate` and "
+                  "`tunelab serve` load a LoRA run:\n", generation_table(data["generation"])]
     return "\n".join(parts)
 
 
@@ -165,7 +179,7 @@ def quantization_readme_table(data: dict | None) -> str | None:
     if not data or "minilm_intents" not in data:
         return None
     report = data["minilm_intents"]
-    rows = [[("fp32 (merged)" if r["variant"] == report["reference"] else r["variant"]), f"{r['disk_mb']:.1f}",
+    rows = [[("fp32 (merged)" if r["variant"] == report["reference"] else r["variant"]), r["disk_mb"],
              f"{r['block_weights_ratio']:.2f}x", f"{r['latency_ms']['1']:.1f} / {r['latency_ms']['8']:.1f}",
              f"{r['metric_value']:.3f}", f"{r['agreement']:.1%}"]
             for r in report["rows"] if "error" not in r and r["variant"] != "adapter"]
@@ -194,6 +208,9 @@ def render(results: dict) -> str:
                 "levers": ("Each lever on its own (`levers.py`)", levers_section),
                 "memory": ("Training memory (`memory.py`)", memory_section),
                 "serve_load": ("Serving under load (`serve_load.py`)", serve_section),
+                "serve_load_chat": ("Serving chat completions under load (`serve_load.py --chat`)", serve_section),
+                "serve_load_chat_stream": ("Streamed chat completions under load (`serve_load.py --chat --stream`)",
+                                           serve_section),
                 "demo": ("The README's demo, timed (`demo.py`)", demo_section),
                 "demo-causal-lm": ("The README's causal demo, timed (`demo.py --task causal_lm`)", demo_section),
                 "llm": ("A real LLM on the CPU: LoRA memory and generation speed (`llm.py`)", llm_section)}

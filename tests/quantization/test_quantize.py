@@ -295,17 +295,20 @@ def test_quantize_cli_errors_are_clean(tmp_path, tiny_bert, run_cli):
 def test_compare_measures_every_variant_against_fp32(tmp_path, tiny_bert, run_cli):
     run_dir = train.run(load_config(train_config(tmp_path, tiny_bert)))
     code, out, err = run_cli("quantize", run_dir, "--method", "int8,nf4,dynamic-int8", "--compare",
-                             "quantize.timing_repeats=3", "quantize.timing_warmup=1")
+                             "quantize.timing_repeats=3", "quantize.timing_warmup=1", "quantize.precision=bf16")
     assert code == 0, err
     report = json.loads((run_dir / "quantization.json").read_text())
     rows = {r["variant"]: r for r in report["rows"]}
-    assert list(rows) == ["merged", "adapter", "int8", "nf4", "dynamic-int8"] and report["reference"] == "merged"
+    assert list(rows) == ["merged", "adapter", "bf16", "int8", "nf4", "dynamic-int8"]
+    assert report["reference"] == "merged" and report["bf16"]["used"] == "bf16"
     for name, row in rows.items():
         assert "error" not in row, row
         for key in ("disk_mb", "weights_mb", "block_weights_mb", "peak_rss_mb", "throughput", "metric_value",
                     "agreement", "output_distance", "metric_change", "speedup_bs8"):
-            assert row[key] is not None, (name, key)
+            assert row[key] is not None or (name, key) == ("bf16", "disk_mb"), (name, key)
         assert row["latency_ms"]["1"] > 0 and row["latency_ms"]["8"] > 0 and 0 <= row["agreement"] <= 1
+    # The bf16 cast halves the weights and moves the probabilities only by its rounding.
+    assert rows["bf16"]["weights_mb"] < 0.6 * rows["merged"]["weights_mb"] and rows["bf16"]["output_distance"] < 0.05
     assert rows["merged"]["agreement"] == 1 and rows["merged"]["output_distance"] == 0
     assert rows["adapter"]["output_distance"] < 1e-4  # merging a LoRA adapter is exact up to rounding
     # Layers this small carry per-layer quantization constants that blur nf4 vs int8 (the MiniLM

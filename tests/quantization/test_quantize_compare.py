@@ -44,7 +44,7 @@ def test_tradeoffs_name_the_fastest_smallest_and_slower_copies():
     report = {"reference": "merged", "rows": [row("merged", 90, 40), row("adapter", 117, 42), row("nf4", 120, 5, 1.0),
                                               row("dynamic-int8", 60, 10, 0.975, -0.02)]}
     lines = tradeoffs(report)
-    assert lines[0].startswith("fastest quantized copy at batch 8: dynamic-int8, 1.50x")
+    assert lines[0].startswith("fastest at batch 8: dynamic-int8, 1.50x")
     assert lines[1].startswith("smallest: nf4") and lines[2].startswith("closest to fp32: nf4")
     assert lines[3] == "slower than fp32 on this machine: nf4 (they save memory, not time, here)"
     assert tradeoffs({"reference": "merged", "rows": [row("merged", 90, 40)]}) == []
@@ -69,3 +69,34 @@ def test_a_dynamic_int8_copy_that_lost_much_quality_comes_with_the_setting_that_
     assert summary_text(lost).endswith(warning) and notes(lost)[-1] == warning
     assert quality_warnings(report("perplexity", 21.2, 26.0)) == []
     assert quality_warnings(report("accuracy", 0.95, 0.90)) and quality_warnings(report("accuracy", 0.95, 0.94)) == []
+
+
+def test_tradeoffs_let_a_bf16_cast_be_fastest_but_not_smallest():
+    """The bf16 row is a cast at load: it has no folder, so it cannot be the smallest saved copy."""
+    from tunelab.quantization.compare import tradeoffs
+
+    def row(variant, bs8, blocks_mb, disk_mb):
+        return {"variant": variant, "latency_ms": {"1": 1.0, "8": bs8}, "block_weights_mb": blocks_mb,
+                "block_weights_ratio": blocks_mb / 40, "disk_mb": disk_mb, "metric": "perplexity",
+                "metric_change": 0.1, "agreement": 0.9, "output_distance": 0.01}
+
+    lines = tradeoffs({"reference": "merged", "rows": [row("merged", 90, 40, 80), row("bf16", 45, 20, None),
+                                                       row("int8", 120, 25, 60)]})
+    assert lines[0].startswith("fastest at batch 8: bf16, 2.00x") and lines[1].startswith("smallest: int8")
+    assert tradeoffs({"reference": "merged", "rows": [row("merged", 90, 40, 80), row("bf16", 45, 20, None)]})[1] \
+        .startswith("closest to fp32: bf16")
+
+
+def test_the_bf16_row_follows_quantize_precision(monkeypatch):
+    """auto adds it only where bf16 measures clearly faster; fp32 never; and the page says why."""
+    from tunelab import machine
+    from tunelab.quantization.compare import bf16_note
+
+    monkeypatch.setattr(machine, "matmul_speeds", lambda: {"fp32_gflops": 130.0, "bf16_gflops": 0.6})
+    slow = machine.with_precision(machine.choose_device("cpu"), "auto", "quantize.precision").precision
+    assert slow["used"] == "fp32" and "No bf16 row" in bf16_note(slow)[0] and "0.6 GFLOP/s" in bf16_note(slow)[0]
+    monkeypatch.setattr(machine, "matmul_speeds", lambda: {"fp32_gflops": 222.0, "bf16_gflops": 950.0})
+    fast = machine.with_precision(machine.choose_device("cpu"), "auto", "quantize.precision").precision
+    assert fast["used"] == "bf16" and bf16_note(fast)[0].startswith("`bf16`: the fp32 model")
+    never = machine.with_precision(machine.choose_device("cpu"), "fp32", "quantize.precision").precision
+    assert never["used"] == "fp32" and bf16_note(None) == []

@@ -134,6 +134,41 @@ def test_concurrent_requests_are_batched_and_match_one_by_one(classifier_server,
     assert sum(sizes) == len(texts) and max(sizes) > 1, sizes  # 8 requests in fewer forward passes
 
 
+def test_concurrent_streams_share_a_batch_and_each_ends_at_its_own_length(causal_run):
+    """Four streamed chats with different max_tokens run as one batched generate; each stream gets the
+    text it would get alone, and a short one ends while the longest is still generating."""
+    server = Server(create_app(causal_run, ServeSettings(max_wait_ms=300), "tiny"))
+    say = [{"role": "user", "content": "Say alpha."}]
+    limits = [2, 4, 8, 24]
+    finished = []
+
+    async def stream(client, max_tokens):
+        text = ""
+        async with client.stream("POST", "/v1/chat/completions",
+                                 json={"messages": say, "max_tokens": max_tokens, "stream": True}) as reply:
+            async for line in reply.aiter_lines():
+                if line.startswith("data: {"):
+                    text += "".join(c["delta"].get("content") or "" for c in json.loads(line[6:])["choices"])
+        finished.append(max_tokens)
+        return text.strip()
+
+    async def all_streams():
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            return await asyncio.gather(*(stream(client, n) for n in limits))
+
+    try:
+        batcher = server.server.config.app.state.worker.streams
+        texts = asyncio.run(all_streams())
+        assert batcher.batches == [4], batcher.batches
+        expected = [generate(causal_run, [say], n)[0] for n in limits]
+        assert texts == expected
+        ids = generate(causal_run, [say], limits[-1], token_ids=True)[0]
+        if len(ids) == limits[-1]:  # the longest really generated longer than the others
+            assert finished.index(limits[0]) < finished.index(limits[-1]), finished
+    finally:
+        server.stop()
+
+
 def test_a_request_running_too_long_is_cut_with_504(causal_run):
     server = Server(create_app(causal_run, ServeSettings(timeout_s=0.001), "tiny"))
     try:
@@ -213,12 +248,12 @@ def test_a_client_leaving_mid_stream_stops_its_generation(causal_run, monkeypatc
 
     checks = []
 
-    class Recorded(tunelab.serving.worker.StopWhen):
+    class Recorded(tunelab.serving.worker.StreamedRows):
         def __call__(self, input_ids, scores, **kwargs):
-            checks.append(self.event.is_set())
+            checks.append(self.events[0].is_set())
             return super().__call__(input_ids, scores, **kwargs)
 
-    monkeypatch.setattr(tunelab.serving.worker, "StopWhen", Recorded)
+    monkeypatch.setattr(tunelab.serving.worker, "StreamedRows", Recorded)
     server = Server(create_app(causal_run, ServeSettings(max_tokens_cap=200), "tiny"))
     worker = server.server.config.app.state.worker
     try:
@@ -230,9 +265,11 @@ def test_a_client_leaving_mid_stream_stops_its_generation(causal_run, monkeypatc
         while worker.abandoned_streams == 0 and time.time() < deadline:
             time.sleep(0.05)
         assert worker.abandoned_streams == 1
-        while not (checks and checks[-1]) and time.time() < deadline:
+        while worker.stream_tasks and time.time() < deadline:  # until its batch is over
             time.sleep(0.05)
-        assert checks[-1] and len(checks) < 200, f"generated {len(checks)} tokens for a client that left"
+        assert not worker.stream_tasks
+        # Either its batch started before it left (and its row stopped at the next step), or it never took a row.
+        assert (not checks or checks[-1]) and len(checks) < 200, f"generated {len(checks)} tokens for a client that left"
         reply = httpx.post(server.url + "/v1/completions", json={"prompt": "Say beta.", "max_tokens": 4}, timeout=10)
         assert reply.status_code == 200
     finally:
@@ -279,3 +316,76 @@ def test_a_stream_goes_on_when_decoding_more_tokens_rewrites_the_text_sent():
     streamer.end()
     text = "".join(piece for _, piece in posted)
     assert text.endswith(" stop") and len(posted) == 4, posted
+
+
+@pytest.mark.parametrize("criteria_first", [True, False])
+def test_a_batched_stream_keeps_its_last_token_whichever_order_generate_calls_in(criteria_first):
+    """transformers 5 runs the stopping criteria before it hands the step's tokens to the streamer;
+    older versions after. Either way row 0 (done after 2 tokens) streams exactly those 2, and ends
+    then; row 1 goes on to 4."""
+    import threading
+
+    import torch
+
+    from tunelab.serving.streams import PostingStreamer, RowStreamer, StreamedRows
+
+    class Letters:
+        eos_token_id = 99
+
+        def decode(self, ids, skip_special_tokens=True):
+            return "".join(chr(ord("a") + i) for i in ids if i != self.eos_token_id)
+
+    posted, ended = {0: [], 1: []}, []
+    streamers = [PostingStreamer(Letters(), lambda item, row=row: posted[row].append(item[1])) for row in (0, 1)]
+    rows = RowStreamer(streamers, ended.append)
+    criterion = StreamedRows([threading.Event(), threading.Event()], [2, 4], prompt_length=1, eos=99, rows=rows)
+    ids = torch.tensor([[7], [7]])
+    rows.put(ids)  # the prompts
+    for step in range(4):
+        token = torch.tensor([step, step + 10])
+        ids = torch.cat([ids, token[:, None]], dim=1)
+        if criteria_first:
+            criterion(ids, None)
+            rows.put(token)
+        else:
+            rows.put(token)
+            criterion(ids, None)
+        if step == 1:
+            assert 0 in ended and 1 not in ended  # the short row ends while the long one goes on
+    rows.end_all()
+    assert "".join(posted[0]) == "ab" and "".join(posted[1]) == "klmn" and sorted(ended) == [0, 1]
+
+
+def test_streams_that_fit_alone_but_not_padded_together_run_one_by_one(causal_run):
+    """A long prompt asking for few tokens and a short one asking for many each fit the context (512 for
+    the tiny model), but not left-padded into one batch: the batch is refused before anything streams,
+    and each runs alone."""
+    from tunelab.serving.worker import BatchTooLong
+
+    server = Server(create_app(causal_run, ServeSettings(max_tokens_cap=400, max_wait_ms=300), "tiny"))
+    worker = server.server.config.app.state.worker
+    refused, real_fits = [], worker._fits
+
+    def fits(texts, new_tokens):
+        try:
+            real_fits(texts, new_tokens)
+        except BatchTooLong:
+            refused.append(len(texts))
+            raise
+
+    worker._fits = fits
+    bodies = [{"messages": [{"role": "user", "content": "alpha beta " * 40}], "max_tokens": 4, "stream": True},
+              {"messages": [{"role": "user", "content": "Say alpha."}], "max_tokens": 380, "stream": True}]
+
+    async def both():
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            return await asyncio.gather(*(client.post("/v1/chat/completions", json=body) for body in bodies))
+
+    try:
+        replies = asyncio.run(both())
+        for reply in replies:
+            lines = [line for line in reply.text.splitlines() if line.startswith("data: ")]
+            assert reply.status_code == 200 and lines[-1] == "data: [DONE]" and '"error"' not in reply.text, reply.text
+        assert refused == [2] and worker.streams.batches == [2]
+    finally:
+        server.stop()

@@ -41,6 +41,25 @@ def test_lora_run_folder_and_metrics(tmp_path, tiny_bert, capsys):
     assert any("loss" in entry for entry in log) and any("eval_accuracy" in entry for entry in log)
 
 
+def test_the_final_evaluation_is_read_from_the_log_not_run_again(tmp_path, tiny_bert, monkeypatch):
+    """Training loads the best checkpoint back at the end; its evaluation is already in the log, so
+    metrics.json takes it from there instead of a further pass over the validation split."""
+    from transformers import Trainer
+
+    passes = []
+    real = Trainer.evaluate
+    monkeypatch.setattr(Trainer, "evaluate", lambda self, *a, **k: passes.append(1) or real(self, *a, **k))
+    run_dir = train.run(load_config(train_config(tmp_path, tiny_bert, train={"epochs": 3, "eval_strategy": "epoch"})))
+    metrics = read_json(run_dir / "metrics.json")
+    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    evaluations = [entry for entry in log if "eval_accuracy" in entry]
+    assert len(passes) == len(evaluations) == 3  # one per epoch, none after training
+    best_step = int(metrics["best_checkpoint"].rsplit("-", 1)[-1])
+    best = next(entry for entry in evaluations if entry["step"] == best_step)
+    assert metrics["eval"]["accuracy"] == best["eval_accuracy"] == metrics["best_eval_metric"]
+    assert metrics["eval"]["loss"] == best["eval_loss"] and "step" not in metrics["eval"]
+
+
 def test_only_adapter_and_head_train_and_the_base_stays_identical(tmp_path, tiny_bert):
     cfg = load_config(train_config(tmp_path, tiny_bert))
     model = build_model(MethodContext(cfg, ["alpha", "beta", "gamma"], CPU, total_steps=10))
@@ -355,8 +374,8 @@ def test_step_evaluation_random_order_and_weight_decay_reach_the_trainer(tmp_pat
     assert args.train_sampling_strategy == "random" and args.weight_decay == 0.01
     assert args.lr_scheduler_type == "cosine" and args.eval_strategy == "steps" and args.eval_steps == 2
     run_dir = train.run(cfg)
-    # evaluated (and saved) every 2 steps, then the kept checkpoint once more after training
-    assert [step for step, _ in logged(run_dir, "eval_accuracy")] == [2, 4, 4]
+    # evaluated (and saved) every 2 steps; the kept checkpoint's evaluation is read from the log, not rerun
+    assert [step for step, _ in logged(run_dir, "eval_accuracy")] == [2, 4]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
     assert read_json(run_dir / "metrics.json")["steps"] == 4
 

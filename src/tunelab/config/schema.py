@@ -150,6 +150,10 @@ class QuantizeSection(Section):
     """`--compare`: timed runs per latency measurement (the median is reported)."""
     timing_warmup: int = Field(2, ge=0)
     """`--compare`: untimed runs before timing starts."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """`--compare`: a `bf16` row, the fp32 model with its weights cast to bf16 when loaded (nothing is saved).
+    `auto`: only where this CPU's bf16 matmuls measure clearly faster than fp32, as for `train.precision`
+    (on CPUs without AVX-512 bf16 runs hundreds of times slower); `bf16`: always; `fp32`: never."""
 
     @field_validator("keep_full_precision")
     @classmethod

@@ -38,7 +38,8 @@ def run(run_dir: str | Path, split: str | None = None, max_examples: int | None 
     """
     cfg = with_overrides(open_run(run_dir)[1], overrides, ("eval",))  # checked before the model loads
     threads = set_threads(cfg.eval_threads())  # before the precision is measured with them
-    loaded = load_run(run_dir, variant, trust_remote_code=trust_remote_code, precision=cfg.eval.precision)
+    loaded = load_run(run_dir, variant, trust_remote_code=trust_remote_code, precision=cfg.eval.precision,
+                      merge=True)
     loaded = dataclasses.replace(loaded, cfg=cfg)
     split = split or cfg.eval.split
     examples = loaded.run.read_split(split)[: max_examples or cfg.eval.max_examples or None]
@@ -50,7 +51,7 @@ def run(run_dir: str | Path, split: str | None = None, max_examples: int | None 
               "tuned": f"{cfg.method.name} fine-tuned" + (f" ({variant})" if variant else ""),
               "settings": {"bootstrap_samples": cfg.eval.bootstrap_samples, "seed": cfg.eval_seed(),
                            "max_new_tokens": cfg.eval.max_new_tokens, "threads": threads,
-                           "precision": loaded.precision},
+                           "precision": loaded.precision, "adapter_merged": loaded.merged_adapter},
               **result}
     predictions = report.pop("predictions")
     out = loaded.run.outputs_dir(variant)

@@ -33,10 +33,12 @@ GENERATED_EXAMPLES = 32   # prompts whose greedy completions are compared token 
 
 def measure(run_dir: str | Path, variant: str | None, split: str, max_examples: int | None = None,
             threads: int | None = None, trust_remote_code: bool = False, timing_repeats: int | None = None,
-            timing_warmup: int | None = None) -> dict:
-    """One variant's numbers; ``timing_repeats`` / ``timing_warmup`` replace the run's ``quantize.*`` ones."""
+            timing_warmup: int | None = None, precision: str = "fp32") -> dict:
+    """One variant's numbers; ``timing_repeats`` / ``timing_warmup`` replace the run's ``quantize.*`` ones.
+    ``precision`` bf16 casts a float variant's weights to bf16 when loading."""
     start = time.perf_counter()
-    loaded = load_run(run_dir, variant, trust_remote_code=trust_remote_code)
+    loaded = load_run(run_dir, variant, trust_remote_code=trust_remote_code, precision=precision,
+                      setting="--precision")
     load_seconds = time.perf_counter() - start
     timing = {"timing_repeats": timing_repeats, "timing_warmup": timing_warmup}
     loaded.cfg.quantize = loaded.cfg.quantize.model_copy(update={k: v for k, v in timing.items() if v is not None})
@@ -156,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="JSON file for the result")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: eval.threads, train.threads, or measured)")
     parser.add_argument("--trust-remote-code", action="store_true", help="load a run that runs its model's own code")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="bf16: cast the variant's weights to bf16 when loading (float variants only)")
     parser.add_argument("--timing-repeats", type=int, default=None,
                         help="timed calls per latency (default: the run's quantize.timing_repeats)")
     parser.add_argument("--timing-warmup", type=int, default=None,
@@ -163,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     variant = None if args.variant in ("adapter", "model") else args.variant
     result = measure(args.run, variant, args.split, args.max_examples, args.threads, args.trust_remote_code,
-                     args.timing_repeats, args.timing_warmup)
+                     args.timing_repeats, args.timing_warmup, args.precision)
     write_json(Path(args.out), {**result, "variant": args.variant})
 
 

@@ -8,7 +8,9 @@ outputs moved (classification: mean total-variation distance of the class probab
 causal LM: mean absolute change of the per-example loss, in nats).
 
 For adapter runs the adapter itself (on the base it was trained on: 4-bit for qlora) is
-measured too, so the report states how far the merged fp32 model is from what was trained.
+measured too, so the report states how far the merged fp32 model is from what was trained. A ``bf16``
+row (the fp32 model cast to bf16 at load) is added where ``quantize.precision`` asks for it: by default
+only on CPUs whose bf16 matmuls measure clearly faster than fp32.
 Writes ``RUN/quantization.json`` and ``RUN/quantization.md``.
 """
 
@@ -37,15 +39,19 @@ def compare(run_dir: Path, cfg: TunelabConfig, methods: list[str], split: str | 
     run = RunDir(run_dir)
     split = split or cfg.eval.split
     reference = "model" if run.full_model else "merged"
-    variants = [reference] + (["adapter"] if reference == "merged" else []) + list(methods)
     # One thread count for every variant, chosen once, so the latencies compare like with like.
-    threads = cfg.eval_threads() or machine.pick()
+    threads = machine.apply(cfg.eval_threads())
+    bf16 = machine.with_precision(machine.choose_device("cpu"), cfg.quantize.precision, "quantize.precision").precision
+    variants = ([reference] + (["adapter"] if reference == "merged" else []) + (["bf16"] if bf16["used"] == "bf16" else [])
+                + list(methods))
     rows = []
     for i, variant in enumerate(variants, start=1):
         echo(f"measuring {variant} ({i}/{len(variants)})")
-        row = measure_in_child(run_dir, variant, split, max_examples, threads, trust_remote_code, cfg.quantize)
-        folder = run.variant_dir(None if variant in ("model", "adapter") else variant)
-        row["disk_mb"] = round(folder_size_mb(folder), 2)
+        loads, precision = (reference, "bf16") if variant == "bf16" else (variant, "fp32")
+        row = measure_in_child(run_dir, loads, split, max_examples, threads, trust_remote_code, cfg.quantize, precision)
+        row["variant"] = variant
+        folder = run.variant_dir(None if loads in ("model", "adapter") else loads)
+        row["disk_mb"] = None if variant == "bf16" else round(folder_size_mb(folder), 2)  # nothing saved in bf16
         rows.append(row)
     ref = rows[0]
     for row in rows:
@@ -54,7 +60,7 @@ def compare(run_dir: Path, cfg: TunelabConfig, methods: list[str], split: str | 
     for row in rows:
         row.pop("probabilities", None), row.pop("example_nll", None), row.pop("completions", None)
     report = {"run": str(run_dir), "task": cfg.task, "split": split, "reference": reference,
-              "machine": cpu_description(), "threads": threads,
+              "machine": cpu_description(), "threads": threads, "bf16": bf16,
               "timing": {"warmup": cfg.quantize.timing_warmup, "repeats": cfg.quantize.timing_repeats,
                          "statistic": "median"},
               "versions": versions(), "rows": rows}
@@ -64,7 +70,8 @@ def compare(run_dir: Path, cfg: TunelabConfig, methods: list[str], split: str | 
 
 
 def measure_in_child(run_dir: Path, variant: str, split: str, max_examples: int | None, threads: int,
-                     trust_remote_code: bool = False, timing: QuantizeSection | None = None) -> dict:
+                     trust_remote_code: bool = False, timing: QuantizeSection | None = None,
+                     precision: str = "fp32") -> dict:
     """Run ``tunelab.evaluation.measure`` in a fresh process; a failure becomes a row that says why.
 
     ``timing``: the ``quantize`` settings in force here, overrides included; the child reads only
@@ -73,7 +80,7 @@ def measure_in_child(run_dir: Path, variant: str, split: str, max_examples: int 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         command = [sys.executable, "-m", "tunelab.evaluation.measure", str(run_dir), variant, "--split", split, "--out", str(out),
-                   "--threads", str(threads)]
+                   "--threads", str(threads), "--precision", precision]
         if timing is not None:
             command += ["--timing-repeats", str(timing.timing_repeats), "--timing-warmup", str(timing.timing_warmup)]
         if max_examples:
@@ -148,7 +155,20 @@ def notes(report: dict) -> list[str]:
         paragraphs.append(f"The adapter as trained (on its training-time base) vs the merged fp32 model: agreement "
                      f"{adapter['agreement']:.4f}, output distance {adapter['output_distance']:.4g}, metric change "
                      f"{adapter['metric_change']:+.4f}.")
-    return paragraphs + quality_warnings(report)
+    return paragraphs + bf16_note(report.get("bf16")) + quality_warnings(report)
+
+
+def bf16_note(record: dict | None) -> list[str]:
+    """Why the table has a bf16 row or not (``record``: ``with_precision``'s, for ``quantize.precision``)."""
+    if not record:
+        return []
+    speeds = (f" (bf16 matmuls at {record['bf16_gflops']:g} GFLOP/s, fp32 at {record['fp32_gflops']:g})"
+              if "bf16_gflops" in record else "")
+    if record["used"] == "bf16":
+        return [f"`bf16`: the fp32 model with its weights cast to bf16 when loaded; nothing is saved in bf16 "
+                f"(quantize.precision={record['setting']}{speeds})."]
+    return [f"No bf16 row: quantize.precision={record['setting']}{speeds}; quantize.precision=bf16 adds it "
+            f"anyway."]
 
 
 # dynamic-int8 quantizes each layer's input per tensor as it runs, so a layer whose inputs carry a few
@@ -180,10 +200,12 @@ def quality_warnings(report: dict) -> list[str]:
 
 
 def tradeoffs(report: dict) -> list[str]:
-    """What the table says, in sentences: the fastest, the smallest and the most accurate copy vs fp32."""
+    """What the table says, in sentences: the fastest, the smallest and the most accurate variant vs fp32
+    (quantized copies and the bf16 cast; only saved copies compete for the smallest)."""
     rows = [r for r in report["rows"] if "error" not in r]
     ref = next((r for r in rows if r["variant"] == report["reference"]), None)
     quantized = [r for r in rows if r["variant"] not in ("model", "merged", "adapter")]
+    saved = [r for r in quantized if r.get("disk_mb") is not None]
     if ref is None or not quantized:
         return []
 
@@ -191,14 +213,15 @@ def tradeoffs(report: dict) -> list[str]:
         return f"{row['metric']} {row.get('metric_change', 0.0):+.4f}, agreement {row.get('agreement', 1.0):.1%}"
 
     fastest = min(quantized, key=lambda r: r["latency_ms"]["8"])
-    smallest = min(quantized, key=lambda r: r["block_weights_mb"])
     closest = max(quantized, key=lambda r: (r.get("agreement", 0.0), -r.get("output_distance", 0.0)))
     speedup = ref["latency_ms"]["8"] / fastest["latency_ms"]["8"]
-    lines = [f"fastest quantized copy at batch 8: {fastest['variant']}, {speedup:.2f}x fp32's speed "
-             f"({fastest['latency_ms']['8']:.1f} vs {ref['latency_ms']['8']:.1f} ms; {change(fastest)})",
-             f"smallest: {smallest['variant']}, transformer blocks at {smallest['block_weights_ratio']:.2f}x of fp32's "
-             f"memory, {smallest['disk_mb']:.1f} vs {ref['disk_mb']:.1f} MiB on disk ({change(smallest)})",
-             f"closest to fp32: {closest['variant']} ({change(closest)})"]
+    lines = [f"fastest at batch 8: {fastest['variant']}, {speedup:.2f}x fp32's speed "
+             f"({fastest['latency_ms']['8']:.1f} vs {ref['latency_ms']['8']:.1f} ms; {change(fastest)})"]
+    if saved:
+        smallest = min(saved, key=lambda r: r["block_weights_mb"])
+        lines.append(f"smallest: {smallest['variant']}, transformer blocks at {smallest['block_weights_ratio']:.2f}x of "
+                     f"fp32's memory, {smallest['disk_mb']:.1f} vs {ref['disk_mb']:.1f} MiB on disk ({change(smallest)})")
+    lines.append(f"closest to fp32: {closest['variant']} ({change(closest)})")
     slower = [r["variant"] for r in quantized if r["latency_ms"]["8"] > ref["latency_ms"]["8"]]
     if slower:
         lines.append(f"slower than fp32 on this machine: {', '.join(slower)} (they save memory, not time, here)")

@@ -34,7 +34,7 @@ def run(args) -> list[dict]:
     """Predict for ``args.texts`` / ``args.input``; print results or write ``args.output``."""
     from tunelab.inference import classify, generate, load_run
 
-    loaded = load_run(args.run, args.variant, trust_remote_code=args.trust_remote_code)
+    loaded = load_run(args.run, args.variant, trust_remote_code=args.trust_remote_code, merge=True)
     if args.input and not Path(args.input).is_file():
         raise TunelabError(f"--input: file {args.input} not found")
     texts = list(args.texts) + (read_inputs(args.input, loaded.cfg.data.text_field) if args.input else [])

@@ -176,7 +176,7 @@ def run(run_dir: str, variant: str | None, settings: ServeSettings, echo=print, 
     refuse_open_without_key(settings.host, settings.api_key, "serve")
     threads = set_threads(settings.threads)  # before the precision is measured with them
     loaded = load_run(run_dir, variant, trust_remote_code=trust_remote_code, precision=settings.precision,
-                      setting="serve.precision")
+                      setting="serve.precision", merge=True)
     seed_once(settings.seed)
     model_id = loaded.run_dir.name + (f"-{variant}" if variant else "")
     host, port = settings.host, settings.port

@@ -1,5 +1,6 @@
 """Streaming pieces of `tunelab serve`: stop strings cut out of streamed text, the server-sent event
-chunks of both APIs, and the transformers streamer and stopping criterion the model thread uses."""
+chunks of both APIs, and the transformers streamers and stopping criteria the model thread uses
+(streams generated together in one batch each get their own row)."""
 
 import threading
 from typing import Optional
@@ -96,7 +97,11 @@ class PostingStreamer:
         if not self.prompt_seen:  # generate hands over the prompt first
             self.prompt_seen = True
             return
-        self.ids += value.reshape(-1).tolist()
+        self.add(value.reshape(-1).tolist())
+
+    def add(self, ids: list[int]) -> None:
+        """New token ids of this stream."""
+        self.ids += ids
         self._send(final=False)
 
     def end(self) -> None:
@@ -114,13 +119,73 @@ class PostingStreamer:
             self.post(("text", piece))
 
 
-class StopWhen:
-    """A transformers stopping criterion: stop every sequence once ``event`` is set."""
+class RowStreamer:
+    """A transformers streamer for a batch of streams: each row's new tokens go to that row's
+    ``PostingStreamer`` until the row is done, then ``finish(row)`` is called once.
 
-    def __init__(self, event: threading.Event):
-        self.event = event
+    ``done`` maps a finished row to the number of new tokens it ends with (``StreamedRows`` tells it,
+    through ``done_at``); counting them, rather than trusting the order of the calls, keeps a row's last
+    token whether generate runs its stopping criteria before handing the step's tokens over
+    (transformers 5) or after.
+    """
+
+    def __init__(self, streamers: list, finish):
+        self.streamers, self.finish, self.done = streamers, finish, {}
+        self.sent, self.ended, self.prompt_seen = [0] * len(streamers), set(), False
+
+    def done_at(self, row: int, tokens: int) -> None:
+        """Row ``row`` ends with ``tokens`` new tokens: it ends now if it has streamed them all."""
+        self.done[row] = tokens
+        if self.sent[row] >= tokens:
+            self.end_row(row)
+
+    def put(self, value) -> None:
+        if not self.prompt_seen:  # generate hands over the prompts first
+            self.prompt_seen = True
+            return
+        for row, token in enumerate(value.reshape(-1).tolist()):
+            if row in self.ended:
+                continue
+            if self.sent[row] < self.done.get(row, float("inf")):
+                self.streamers[row].add([token])
+                self.sent[row] += 1
+            if self.sent[row] >= self.done.get(row, float("inf")):
+                self.end_row(row)
+
+    def end(self) -> None:
+        pass  # rows end one by one (``end_row``); whatever generate left unfinished ends in ``end_all``
+
+    def end_row(self, row: int) -> None:
+        if row not in self.ended:
+            self.ended.add(row)
+            self.finish(row)
+
+    def end_all(self) -> None:
+        for row in range(len(self.streamers)):
+            self.end_row(row)
+
+
+class StreamedRows:
+    """A transformers stopping criterion for a batch of streams: row ``i`` is done once its client has
+    left (``events[i]``), its own ``limits[i]`` new tokens are out, it produced the end-of-sequence
+    token, or (with ``stops``, a ``StopTexts``) its text holds a stop string. ``rows`` (the batch's
+    ``RowStreamer``) learns how many new tokens it ends with and ends its stream there, while longer
+    rows go on."""
+
+    def __init__(self, events: list[threading.Event], limits: list[int], prompt_length: int, eos: Optional[int],
+                 rows: RowStreamer, stops=None):
+        self.events, self.limits, self.prompt_length, self.eos = events, limits, prompt_length, eos
+        self.rows, self.stops = rows, stops
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
+        stopped = self.stops(input_ids, scores) if self.stops is not None else None
+        new = input_ids.shape[1] - self.prompt_length
+        done = self.rows.done
+        for row in range(input_ids.shape[0]):
+            if row not in done and (
+                    self.events[row].is_set() or new >= self.limits[row] or int(input_ids[row, -1]) == self.eos
+                    or (stopped is not None and bool(stopped[row]))):
+                self.rows.done_at(row, new)
+        return torch.tensor([row in done for row in range(input_ids.shape[0])], dtype=torch.bool)

@@ -24,7 +24,7 @@ from tunelab.serving.api import (
     unsupported,
 )
 from tunelab.serving.batching import MicroBatcher
-from tunelab.serving.streams import PostingStreamer, StopScanner, StopWhen, StreamFailed, first_stop
+from tunelab.serving.streams import PostingStreamer, RowStreamer, StopScanner, StreamedRows, StreamFailed, first_stop
 from tunelab.serving.web import error_body, log_bug, printable
 
 
@@ -50,10 +50,6 @@ class Plan:
         return [Job(p, (p * n + c,), None if self.seed is None else (self.seed + c) % SEED_RANGE)
                 for p in range(prompts) for c in range(n)]
 
-    def sampling(self) -> dict:
-        return ({"do_sample": True, "temperature": self.temperature, "top_p": self.top_p} if self.temperature > 0
-                else {"do_sample": False})
-
 
 @dataclass(frozen=True)
 class Job:
@@ -67,6 +63,21 @@ class Outcome:
     text: str
     finish_reason: str
     tokens: int
+
+
+class BatchTooLong(Exception):
+    """A batch whose padded prompts and new tokens exceed the context: the batcher runs its items one by one."""
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """One streamed generation waiting for its batch: the model thread feeds ``streamer`` and ``post``s its end."""
+
+    text: str
+    max_tokens: int
+    streamer: PostingStreamer
+    stop_now: threading.Event
+    post: object
 
 
 def check_stop(stop) -> tuple:
@@ -102,11 +113,14 @@ class Worker:
         self.classifier = MicroBatcher(lambda texts, _: classify(loaded, texts), self.executor,
                                        settings.max_batch_size, settings.max_wait_ms)
         self.generator = MicroBatcher(self._generate, self.executor, settings.max_batch_size, settings.max_wait_ms)
+        self.streams = MicroBatcher(self._generate_streams, self.executor, settings.max_batch_size,
+                                    settings.max_wait_ms)
         if loaded.labels is None:
             self.context = context_window(loaded.model)
             # The prep thread gets its own tokenizer: a fast tokenizer used by two threads at once can fail.
             self.prep_run = dataclasses.replace(loaded, tokenizer=copy.deepcopy(loaded.tokenizer))
         self.abandoned_streams = 0  # streams whose client disconnected before the end
+        self.stream_tasks: set = set()  # streamed generations waiting for or in their batch
 
     def model_card(self) -> dict:
         return {"id": self.model_id, "object": "model", "created": 0, "owned_by": "tunelab"}
@@ -189,9 +203,18 @@ class Worker:
         by_choice = {index: outcome for job, outcome in zip(jobs, results) for index in job.choices}
         return [by_choice[i] for i in range(len(by_choice))]
 
+    def _fits(self, texts: list[str], new_tokens: int) -> None:
+        """Raise ``BatchTooLong`` when a batch of ``texts``, left-padded to the longest, cannot generate
+        ``new_tokens`` within the model's context (each prompt alone was checked when it came in)."""
+        if len(texts) > 1:
+            longest = max(len(ids) for ids in self.loaded.tokenizer(texts, add_special_tokens=False)["input_ids"])
+            if longest + new_tokens > self.context:
+                raise BatchTooLong(f"{longest} + {new_tokens} tokens exceed the context of {self.context}")
+
     def _generate(self, items: list, key) -> list[Outcome]:
         temperature, top_p, stop, seeded = key
         longest = max(max_tokens for _, max_tokens in items)
+        self._fits([text for text, _ in items], longest)
         outputs = generate(self.loaded, [text for text, _ in items], longest, batch_size=len(items),
                            temperature=temperature, top_p=top_p, seed=seeded[0] if seeded else None,
                            token_ids=True, stop=list(stop), rendered=True)
@@ -222,7 +245,7 @@ class Worker:
             if any(openings):
                 yield event([o for o in openings if o])
             for job in plan.jobs(len(prepared)):
-                async for piece in self._pieces(prepared[job.prompt][0], plan, job.seed, stop_now):
+                async for piece in self._pieces(prepared[job.prompt][0], plan, job, stop_now):
                     if isinstance(piece, Outcome):
                         outcomes.update({i: piece for i in job.choices})
                         yield event([events.closing(i, piece.finish_reason) for i in job.choices])
@@ -245,9 +268,10 @@ class Worker:
                 stop_now.set()
                 self.abandoned_streams += 1
 
-    async def _pieces(self, text: str, plan: Plan, seed: Optional[int], stop_now: threading.Event):
-        """The text of one generation as it comes (stop strings cut out), then its Outcome. The model
-        thread posts to a queue on the event loop: no thread waits on the consumer's behalf."""
+    async def _pieces(self, text: str, plan: Plan, job: Job, stop_now: threading.Event):
+        """The text of one generation as it comes (stop strings cut out), then its Outcome. The generation
+        is batched with other requests' streams; the model thread posts to a queue on the event loop: no
+        thread waits on the consumer's behalf."""
         loop, queue = asyncio.get_running_loop(), asyncio.Queue()
 
         def post(item) -> None:
@@ -257,7 +281,9 @@ class Worker:
                 pass
 
         streamer = PostingStreamer(self.loaded.tokenizer, post)
-        loop.run_in_executor(self.executor, self._generate_streamed, text, plan, seed, streamer, stop_now, post)
+        self.stream_tasks.add(task := asyncio.ensure_future(
+            self.streams.submit(Streamed(text, plan.max_tokens, streamer, stop_now, post), batch_key(plan, job))))
+        task.add_done_callback(lambda done: self._settled(done, post))
         scanner = StopScanner(plan.stop)
         while True:
             try:
@@ -280,25 +306,67 @@ class Worker:
                 yield Outcome("", finish, streamer.tokens)
                 return
 
-    def _generate_streamed(self, text: str, plan: Plan, seed: Optional[int], streamer, stop_now: threading.Event,
-                           post) -> None:
-        """Runs in the model thread: generate ``text``'s continuation into ``streamer``; post the end or the error."""
-        try:
-            if not stop_now.is_set():
-                import torch
-                from transformers import StoppingCriteriaList
+    def _settled(self, task: asyncio.Future, post) -> None:
+        """A streamed generation's batch is over; one that failed before streaming anything reports it here."""
+        self.stream_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            post(("error", task.exception()))
 
-                tokenizer = self.loaded.tokenizer
-                batch = tokenizer(text, add_special_tokens=False, return_tensors="pt")
-                criteria = [StopWhen(stop_now)]
-                if plan.stop:
-                    criteria.append(StopTexts(tokenizer, list(plan.stop), batch["input_ids"].shape[1]))
-                if seed is not None:
-                    torch.manual_seed(seed)
-                with torch.inference_mode():
-                    self.loaded.model.generate(**batch, max_new_tokens=plan.max_tokens, streamer=streamer,
-                                               pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                                               stopping_criteria=StoppingCriteriaList(criteria), **plan.sampling())
-            post(("end", None))
-        except Exception as err:  # the consumer reports it and ends the stream
-            post(("error", err))
+    def _generate_streams(self, items: list[Streamed], key) -> list[None]:
+        """Runs in the model thread: one batched generate for streams with the same settings; each row
+        streams its tokens and ends as soon as it is done. Streams whose client has left by now end at
+        once, without taking a row."""
+        gone = [item.stop_now.is_set() for item in items]
+        for item, left in zip(items, gone):
+            if left:
+                item.post(("end", None))
+        live = [item for item, left in zip(items, gone) if not left]
+        if live:
+            self._stream_batch(live, key)
+        return [None] * len(items)
+
+    def _stream_batch(self, items: list[Streamed], key) -> None:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        temperature, top_p, stop, seeded = key
+        tokenizer = self.loaded.tokenizer
+
+        def finish(row: int) -> None:
+            items[row].streamer.end()
+            items[row].post(("end", None))
+
+        rows = RowStreamer([item.streamer for item in items], finish)
+        try:
+            self._fits([item.text for item in items], max(item.max_tokens for item in items))
+            side, tokenizer.padding_side = tokenizer.padding_side, "left"
+            try:
+                batch = tokenizer([item.text for item in items], add_special_tokens=False, padding=True,
+                                  return_tensors="pt")
+            finally:
+                tokenizer.padding_side = side
+            length = batch["input_ids"].shape[1]
+            criterion = StreamedRows([item.stop_now for item in items], [item.max_tokens for item in items], length,
+                                     tokenizer.eos_token_id, rows,
+                                     StopTexts(tokenizer, list(stop), length) if stop else None)
+            if seeded:
+                torch.manual_seed(seeded[0])
+            with torch.inference_mode():
+                self.loaded.model.generate(**batch, max_new_tokens=max(item.max_tokens for item in items),
+                                           streamer=rows, pad_token_id=tokenizer.pad_token_id,
+                                           eos_token_id=tokenizer.eos_token_id,
+                                           stopping_criteria=StoppingCriteriaList([criterion]),
+                                           **sampling(temperature, top_p))
+            rows.end_all()
+        except Exception as err:
+            if not any(rows.sent):
+                raise  # nothing streamed yet: the batcher runs each stream again alone, so only the bad one fails
+            for row, item in enumerate(items):  # rows already streamed cannot be rerun: each still going fails
+                if row not in rows.ended:
+                    rows.ended.add(row)
+                    item.post(("error", err))
+
+
+def sampling(temperature: float, top_p: float) -> dict:
+    """generate's sampling arguments: greedy at temperature 0."""
+    return {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}

@@ -88,7 +88,8 @@ def _classification(cfg: TunelabConfig, run_dir: Path, train_rows: list[dict], t
     from tunelab.models.loading import quietly
     from tunelab.models.resolve import resolve_model, safetensors_only
 
-    loaded = load_run(run_dir, trust_remote_code=cfg.model.trust_remote_code, precision=cfg.eval.precision)
+    loaded = load_run(run_dir, trust_remote_code=cfg.model.trust_remote_code, precision=cfg.eval.precision,
+                      merge=True)
     labels, max_length = loaded.labels, cfg.data.max_length
     location = resolve_model(cfg.model.name, cfg.model.allow_pickle_weights)
     tokenizer = AutoTokenizer.from_pretrained(location)
@@ -140,7 +141,8 @@ def _causal(cfg: TunelabConfig, run_dir: Path, train_rows: list[dict], test_rows
     from tunelab.models.resolve import resolve_model
 
     rouge = GENERATION_METRICS["rougeL"]
-    loaded = load_run(run_dir, trust_remote_code=cfg.model.trust_remote_code, precision=cfg.eval.precision)
+    loaded = load_run(run_dir, trust_remote_code=cfg.model.trust_remote_code, precision=cfg.eval.precision,
+                      merge=True)
     prompts = [to_messages(r)[:-1] for r in test_rows]
     refs = [to_messages(r)[-1]["content"] for r in test_rows]
     n_new = cfg.eval.max_new_tokens

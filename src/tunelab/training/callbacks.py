@@ -92,6 +92,21 @@ class ProgressCallback(TrainerCallback):
         self.finished = True
         if self.bar is not None:
             self.bar.close()
+        self._kept(args, state)
+
+    def _kept(self, args, state) -> None:
+        """Which evaluated checkpoint training kept (its evaluation is not run again: ``final_eval_metrics``)."""
+        best = state.best_model_checkpoint if getattr(args, "load_best_model_at_end", False) else None
+        step = checkpoint_step(best) if best else None
+        if step is None or step not in self.evaluated:
+            return
+        if self.bar is not None:  # a bar showed only the latest figures
+            print("  ".join([f"kept the best checkpoint (step {step})", *self.evaluated[step]]), file=self.stream,
+                  flush=True)
+        elif step != self.last_eval_step:
+            print(f"kept the best checkpoint: step {step} (its evaluation is printed above)", file=self.stream,
+                  flush=True)
+        self.last_eval_step = step
 
 
 def _figures(logs: dict) -> list[str]:

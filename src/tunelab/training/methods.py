@@ -16,6 +16,7 @@ import torch.nn as nn
 from tunelab.config.schema import TunelabConfig
 from tunelab.errors import TunelabError
 from tunelab.machine import Device
+from tunelab.models.dropout import pack_lora_dropout
 from tunelab.models.kbit import keep_trainable_on_cpu
 from tunelab.models.loading import load_base_model, only_needed_peft_backends, transformer_layers
 
@@ -96,13 +97,18 @@ def lora_config(ctx: MethodContext, config_class=None, **extra):
 
 
 def _with_adapter(ctx: MethodContext, model: nn.Module, config) -> nn.Module:
+    """``model`` with a trainable adapter; on a CPU its dropouts draw packed random numbers (``PackedDropout``)."""
     from peft import PeftModel, get_peft_model
 
     with only_needed_peft_backends(model):
         if ctx.cfg.method.init_from:
             # Continue from an existing adapter: its own config, weights trainable.
-            return trainable_in_fp32(PeftModel.from_pretrained(model, ctx.cfg.method.init_from, is_trainable=True))
-        return trainable_in_fp32(get_peft_model(model, config))
+            wrapped = PeftModel.from_pretrained(model, ctx.cfg.method.init_from, is_trainable=True)
+        else:
+            wrapped = get_peft_model(model, config)
+    if ctx.device.type == "cpu":
+        pack_lora_dropout(wrapped)
+    return trainable_in_fp32(wrapped)
 
 
 def lora(ctx: MethodContext, **extra) -> nn.Module:

@@ -25,7 +25,7 @@ def save_outputs(run: RunDir, cfg: TunelabConfig, trainer, tokenizer, measured: 
 
     model = trainer.model
     artifact = run.adapter_dir if peft else run.model_dir
-    eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}  # every process takes part
+    eval_metrics = final_eval_metrics(trainer)
     save_weights(trainer, artifact)
     if not trainer.is_world_process_zero():
         return {}
@@ -54,6 +54,20 @@ def save_outputs(run: RunDir, cfg: TunelabConfig, trainer, tokenizer, measured: 
     run.readme_path.write_text(run_readme(run, cfg, metrics), encoding="utf-8")
     describe_artifact(run, artifact, cfg, metrics, tokenizer)
     return metrics
+
+
+def final_eval_metrics(trainer) -> dict:
+    """The evaluation of the weights training ends with: the log's entry for them when training already
+    evaluated them (the best checkpoint, loaded back at the end, or the last step), else a new pass, in
+    which every process takes part. Evaluating them again would cost a whole pass for the same numbers."""
+    if trainer.eval_dataset is None:
+        return {}
+    best = trainer.state.best_model_checkpoint if trainer.args.load_best_model_at_end else None
+    step = int(Path(best).name.rsplit("-", 1)[-1]) if best else trainer.state.global_step
+    logged = [entry for entry in trainer.state.log_history if "eval_loss" in entry and entry.get("step") == step]
+    if logged:
+        return {key: value for key, value in logged[-1].items() if key != "step"}
+    return trainer.evaluate()
 
 
 def describe_artifact(run: RunDir, artifact: Path, cfg: TunelabConfig, metrics: dict, tokenizer) -> None:
