@@ -8,6 +8,7 @@ from pathlib import Path
 from tunelab.config.schema import TunelabConfig
 from tunelab.models.resolve import public_name
 from tunelab.rundir import RunDir, folder_size_mb, model_card_path, read_json, write_json
+from tunelab.training.callbacks import checkpoint_step
 from tunelab.training.model_card import model_card
 
 
@@ -63,7 +64,7 @@ def final_eval_metrics(trainer) -> dict:
     if trainer.eval_dataset is None:
         return {}
     best = trainer.state.best_model_checkpoint if trainer.args.load_best_model_at_end else None
-    step = int(Path(best).name.rsplit("-", 1)[-1]) if best else trainer.state.global_step
+    step = checkpoint_step(best) if best else trainer.state.global_step
     logged = [entry for entry in trainer.state.log_history if "eval_loss" in entry and entry.get("step") == step]
     if logged:
         return {key: value for key, value in logged[-1].items() if key != "step"}
