@@ -195,11 +195,8 @@ def generate(loaded: LoadedRun, prompts: list, max_new_tokens: int, batch_size: 
 
     tokenizer, model = loaded.tokenizer, model or loaded.model
     texts = list(prompts) if rendered else [render_prompt(loaded, p) for p in prompts]
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {
-        "do_sample": False}
     if seed is not None:
         torch.manual_seed(seed)
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
     # Batches of similar length carry little left padding; the outputs are put back in prompt order.
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     texts = [texts[i] for i in order]
@@ -207,13 +204,13 @@ def generate(loaded: LoadedRun, prompts: list, max_new_tokens: int, batch_size: 
     bar = progress_bar(progress, len(texts))
     try:
         for start in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[start:start + batch_size], add_special_tokens=False, padding=True,
-                              return_tensors="pt")
+            batch = left_padded(tokenizer, texts[start:start + batch_size])
             stops = StopTexts(tokenizer, stop, batch["input_ids"].shape[1]) if stop else None
             with torch.inference_mode():
                 out = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                      eos_token_id=tokenizer.eos_token_id, min_new_tokens=min_new_tokens,
-                                     stopping_criteria=StoppingCriteriaList([stops] if stops else []), **sampling)
+                                     stopping_criteria=StoppingCriteriaList([stops] if stops else []),
+                                     **sampling_arguments(temperature, top_p))
             new = out[:, batch["input_ids"].shape[1]:]
             if token_ids:
                 outputs += [_until_eos(row.tolist()[:stops.length(i) if stops else None], tokenizer.eos_token_id)
@@ -222,12 +219,26 @@ def generate(loaded: LoadedRun, prompts: list, max_new_tokens: int, batch_size: 
                 outputs += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
             bar.update(len(new))
     finally:
-        tokenizer.padding_side = side
         bar.close()
     in_order = [None] * len(outputs)
     for position, output in zip(order, outputs):
         in_order[position] = output
     return in_order
+
+
+def sampling_arguments(temperature: float, top_p: float) -> dict:
+    """``generate``'s sampling arguments: greedy at temperature 0."""
+    return {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+
+
+def left_padded(tokenizer, texts: list[str]):
+    """``texts`` tokenized as one batch padded on the left, where generation continues every row from its end
+    (the tokenizer's own padding side is left as it was)."""
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        return tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
+    finally:
+        tokenizer.padding_side = side
 
 
 def progress_bar(label: str | None, total: int):

@@ -366,11 +366,11 @@ def test_streams_that_fit_alone_but_not_padded_together_run_one_by_one(causal_ru
     worker = server.server.config.app.state.worker
     refused, real_fits = [], worker._fits
 
-    def fits(texts, new_tokens):
+    def fits(rows, longest, new_tokens):
         try:
-            real_fits(texts, new_tokens)
+            real_fits(rows, longest, new_tokens)
         except BatchTooLong:
-            refused.append(len(texts))
+            refused.append(rows)
             raise
 
     worker._fits = fits

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
 
-from tunelab.inference import LoadedRun, StopTexts, classify, generate, render_prompt
+from tunelab.inference import LoadedRun, StopTexts, classify, generate, left_padded, render_prompt, sampling_arguments
 from tunelab.models.loading import context_window
 from tunelab.serving.api import (
     DEFAULT_MAX_TOKENS,
@@ -203,18 +203,17 @@ class Worker:
         by_choice = {index: outcome for job, outcome in zip(jobs, results) for index in job.choices}
         return [by_choice[i] for i in range(len(by_choice))]
 
-    def _fits(self, texts: list[str], new_tokens: int) -> None:
-        """Raise ``BatchTooLong`` when a batch of ``texts``, left-padded to the longest, cannot generate
+    def _fits(self, rows: int, longest: int, new_tokens: int) -> None:
+        """Raise ``BatchTooLong`` when ``rows`` prompts left-padded to ``longest`` tokens cannot generate
         ``new_tokens`` within the model's context (each prompt alone was checked when it came in)."""
-        if len(texts) > 1:
-            longest = max(len(ids) for ids in self.loaded.tokenizer(texts, add_special_tokens=False)["input_ids"])
-            if longest + new_tokens > self.context:
-                raise BatchTooLong(f"{longest} + {new_tokens} tokens exceed the context of {self.context}")
+        if rows > 1 and longest + new_tokens > self.context:
+            raise BatchTooLong(f"{longest} + {new_tokens} tokens exceed the context of {self.context}")
 
     def _generate(self, items: list, key) -> list[Outcome]:
         temperature, top_p, stop, seeded = key
         longest = max(max_tokens for _, max_tokens in items)
-        self._fits([text for text, _ in items], longest)
+        prompts = self.loaded.tokenizer([text for text, _ in items], add_special_tokens=False)["input_ids"]
+        self._fits(len(items), max(len(ids) for ids in prompts), longest)
         outputs = generate(self.loaded, [text for text, _ in items], longest, batch_size=len(items),
                            temperature=temperature, top_p=top_p, seed=seeded[0] if seeded else None,
                            token_ids=True, stop=list(stop), rendered=True)
@@ -338,25 +337,20 @@ class Worker:
 
         rows = RowStreamer([item.streamer for item in items], finish)
         try:
-            self._fits([item.text for item in items], max(item.max_tokens for item in items))
-            side, tokenizer.padding_side = tokenizer.padding_side, "left"
-            try:
-                batch = tokenizer([item.text for item in items], add_special_tokens=False, padding=True,
-                                  return_tensors="pt")
-            finally:
-                tokenizer.padding_side = side
-            length = batch["input_ids"].shape[1]
+            batch = left_padded(tokenizer, [item.text for item in items])
+            length, new_tokens = batch["input_ids"].shape[1], max(item.max_tokens for item in items)
+            self._fits(len(items), length, new_tokens)
             criterion = StreamedRows([item.stop_now for item in items], [item.max_tokens for item in items], length,
                                      tokenizer.eos_token_id, rows,
                                      StopTexts(tokenizer, list(stop), length) if stop else None)
             if seeded:
                 torch.manual_seed(seeded[0])
             with torch.inference_mode():
-                self.loaded.model.generate(**batch, max_new_tokens=max(item.max_tokens for item in items),
+                self.loaded.model.generate(**batch, max_new_tokens=new_tokens,
                                            streamer=rows, pad_token_id=tokenizer.pad_token_id,
                                            eos_token_id=tokenizer.eos_token_id,
                                            stopping_criteria=StoppingCriteriaList([criterion]),
-                                           **sampling(temperature, top_p))
+                                           **sampling_arguments(temperature, top_p))
             rows.end_all()
         except Exception as err:
             if not any(rows.sent):
@@ -365,8 +359,3 @@ class Worker:
                 if row not in rows.ended:
                     rows.ended.add(row)
                     item.post(("error", err))
-
-
-def sampling(temperature: float, top_p: float) -> dict:
-    """generate's sampling arguments: greedy at temperature 0."""
-    return {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
