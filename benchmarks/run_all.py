@@ -66,15 +66,18 @@ def verdict_rows(results: dict) -> list[list]:
 
 
 def train_section(data: dict) -> str:
-    peaks = data["matmul_peak"]
-    lines = ["Matmul peaks measured in the same run: " + "; ".join(
-        f"**{name} {peak['gflops']} GFLOP/s** ({peak['threads']} threads; by size: "
-        f"{', '.join(f'{n}: {g}' for n, g in peak['per_size'].items())})" for name, peak in peaks.items()) + ".", ""]
+    lines = []
+    for case, c in data["cases"].items():
+        peaks = c.get("matmul_peak", data["matmul_peak"])
+        lines.append(f"{case}: measured {c.get('date', data['machine']['date'])}; matmul peaks in the same run: " + "; ".join(
+            f"**{name} {peak['gflops']} GFLOP/s** ({peak['threads']} threads; by size: "
+            f"{', '.join(f'{n}: {g}' for n, g in peak['per_size'].items())})" for name, peak in peaks.items()) + ".")
+    lines.append("")
     headers = ["case", "contestant", "precision", "train s (median)", "samples/s", "non-pad tokens/s", "peak RSS MiB", "metric", "x baseline", "GFLOP/s (MFU)"]
     rows = []
     for case, c in data["cases"].items():
         for r in c["rows"]:
-            peak = peaks[r["precision"]]["gflops"]
+            peak = c.get("matmul_peak", data["matmul_peak"])[r["precision"]]["gflops"]
             mfu = f"{r['gflops']} ({r['gflops'] / peak:.0%})" if "gflops" in r else ""
             runs = r["train_seconds_all"]
             seconds = f"{r['train_seconds']} ({', '.join(map(str, runs))})" if len(runs) > 1 else r["train_seconds"]

@@ -17,6 +17,8 @@ causal: SmolLM2-135M-Instruct (builtin:smollm2-135m), the first 160 reply pairs 
       bf16 autocast, with gradient checkpointing on by default); the loss on the completion only.
   (c) tunelab with its defaults (measured precision, its own labelled loss, no checkpointing).
   (d) tunelab full fine-tuning, same batch: the memory LoRA saves.
+  (e) tunelab LoRA and full fine-tuning, both with train.gradient_checkpointing: the memory LoRA saves once
+      activations no longer dominate (one run each).
   Tokens/s count every non-padding token of the rendered conversation (prompt and reply alike), the same
   count for every contestant; the metric is the mean training loss of the epoch (trainer's training_loss).
 
@@ -107,7 +109,7 @@ def trl_causal(spec: dict) -> dict:
     return {"train_seconds": seconds, "metric": result.training_loss, "precision": "bf16" if args.bf16 else "fp32"}
 
 
-def tunelab_run(spec: dict, method: str = "lora") -> dict:
+def tunelab_run(spec: dict, method: str = "lora", checkpointing: bool = False) -> dict:
     """`tunelab train` with its defaults, apart from what every contestant shares."""
     from tunelab.config import from_dict
     from tunelab.rundir import read_json
@@ -122,7 +124,7 @@ def tunelab_run(spec: dict, method: str = "lora") -> dict:
     if causal:  # TRL does not evaluate while training, so neither does tunelab here
         tree["model"] = {"name": spec["model"]}
         tree["data"].update(format="instruction", max_length=spec["max_length"])
-        tree["train"].update(batch_size=spec["batch_size"], eval_strategy="no")
+        tree["train"].update(batch_size=spec["batch_size"], eval_strategy="no", gradient_checkpointing=checkpointing)
     run_dir = train.run(from_dict(tree, name=f"bench-{spec['case']}"))
     metrics = read_json(run_dir / "metrics.json")
     log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -149,7 +151,20 @@ def tunelab_full(spec: dict) -> dict:
     return tunelab_run(spec, method="full")
 
 
-WORKERS = {"baseline": baseline_classification, "trl": trl_causal, "tunelab": tunelab_run, "tunelab-full": tunelab_full}
+def tunelab_lora_checkpointed(spec: dict) -> dict:
+    return tunelab_run(spec, checkpointing=True)
+
+
+def tunelab_full_checkpointed(spec: dict) -> dict:
+    return tunelab_run(spec, method="full", checkpointing=True)
+
+
+WORKERS = {"baseline": baseline_classification, "trl": trl_causal, "tunelab": tunelab_run, "tunelab-full": tunelab_full,
+           "tunelab-ckpt": tunelab_lora_checkpointed, "tunelab-full-ckpt": tunelab_full_checkpointed}
+# One run each, after the timed contestants: what LoRA saves in memory, with and without checkpointing.
+MEMORY_ROWS = {"tunelab full fine-tuning": "tunelab-full",
+               "tunelab LoRA, gradient checkpointing": "tunelab-ckpt",
+               "tunelab full fine-tuning, gradient checkpointing": "tunelab-full-ckpt"}
 
 
 # ---- shared measurements ----
@@ -231,9 +246,10 @@ def causal_case(args, work: Path) -> dict:
             "conversations": write_jsonl(work / "support-conversations.jsonl", conversations)}
     contestants = {"TRL SFTTrainer defaults (use_cpu=True)": "trl", "tunelab defaults": "tunelab"}
     result = measure_case(spec, contestants, lengths, "mean train loss", work, args.repeats)
-    full = measure_case(spec, {"tunelab full fine-tuning": "tunelab-full"}, lengths, "mean train loss", work, 1)
-    full["rows"][0]["speedup_samples"] = ratio(full["rows"][0]["samples_per_second"], result["rows"][0]["samples_per_second"])
-    result["rows"].append(full["rows"][0])
+    for label, worker in MEMORY_ROWS.items():
+        row = measure_case(spec, {label: worker}, lengths, "mean train loss", work, 1)["rows"][0]
+        row["speedup_samples"] = ratio(row["samples_per_second"], result["rows"][0]["samples_per_second"])
+        result["rows"].append(row)
     return result
 
 
@@ -277,7 +293,8 @@ def verdicts(result: dict) -> list[dict]:
         found.append(target("classification accuracy change (points)", round(100 * (ours["metric"] - base["metric"]), 2),
                             -1.0, " pt"))
         found.append(target("tunelab MFU (share of the matmul peak of the precision used)",
-                            round(ours["gflops"] / result["matmul_peak"][ours["precision"]]["gflops"], 3), 0.40, ""))
+                            round(ours["gflops"] / cls.get("matmul_peak", result["matmul_peak"])[ours["precision"]]["gflops"],
+                                  3), 0.40, ""))
     causal = result["cases"].get("causal")
     if causal:
         rows = {r["contestant"]: r for r in causal["rows"]}
@@ -290,6 +307,11 @@ def verdicts(result: dict) -> list[dict]:
                             higher_is_better=False))
         found.append(target("SmolLM2 LoRA peak RSS vs full fine-tuning", round(ours["peak_rss_mb"] / full["peak_rss_mb"], 2),
                             0.6, "x", higher_is_better=False))
+        lean, lean_full = (rows.get(label) for label in list(MEMORY_ROWS)[1:])
+        if lean and lean_full:
+            found.append(target("SmolLM2 LoRA peak RSS vs full fine-tuning, both with gradient checkpointing",
+                                round(lean["peak_rss_mb"] / lean_full["peak_rss_mb"], 2), 0.6, "x",
+                                higher_is_better=False))
     return found
 
 
@@ -332,6 +354,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="200 rows, 1 epoch, 32 pairs, 1 run each, small eval sets: checks the script runs")
     parser.add_argument("--work", default=str(WORK / "train_throughput"), help="folder for data and runs")
     parser.add_argument("--out", default=None, help="folder for train_throughput.json (default benchmarks/results)")
+    parser.add_argument("--keep-other-cases", action="store_true",
+                        help="measure only --cases again and keep the other cases of the last train_throughput.json "
+                             "(each case records its own date and matmul peaks)")
     worker_arguments(parser)
     args = parser.parse_args(argv)
     if serve_worker(args, WORKERS):
@@ -341,14 +366,24 @@ def main(argv: list[str] | None = None) -> dict:
     args.sst2 = args.sst2 or str(shared_file("sst2"))
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out) if args.out else RESULTS
     result = {"machine": machine(), "matmul_peak": {name: matmul_peak(dtype=name) for name in ("fp32", "bf16")},
               "cases": {}}
     cases = {"classification": classification_case, "causal": causal_case}
-    for name in args.cases.split(","):
-        result["cases"][name] = cases[name](args, work)
+    wanted = args.cases.split(",")
+    if args.keep_other_cases and (out / "train_throughput.json").exists():  # each case keeps its own date and peaks
+        earlier = json.loads((out / "train_throughput.json").read_text(encoding="utf-8"))
+        for name, case in earlier["cases"].items():
+            if name not in wanted:
+                result["cases"][name] = {"matmul_peak": earlier["matmul_peak"], "date": earlier["machine"]["date"],
+                                         **case}
+    for name in wanted:
+        result["cases"][name] = {"matmul_peak": result["matmul_peak"], "date": result["machine"]["date"],
+                                 **cases[name](args, work)}
+    result["cases"] = {name: result["cases"][name] for name in cases if name in result["cases"]}
     result["verdicts"] = verdicts(result)
     print(table(result))
-    path = write_result("train_throughput", result, Path(args.out) if args.out else RESULTS)
+    path = write_result("train_throughput", result, out)
     print(f"wrote {path}")
     return result
 

@@ -231,8 +231,10 @@ def test_training_benchmark_runs_every_contestant_on_small_files(tmp_path, tiny_
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "train_throughput.json").read_text())
     cls, causal = result["cases"]["classification"], result["cases"]["causal"]
-    assert [r["contestant"] for r in causal["rows"]] == ["TRL SFTTrainer defaults (use_cpu=True)", "tunelab defaults",
-                                                         "tunelab full fine-tuning"]
+    assert [r["contestant"] for r in causal["rows"]] == [
+        "TRL SFTTrainer defaults (use_cpu=True)", "tunelab defaults", "tunelab full fine-tuning",
+        "tunelab LoRA, gradient checkpointing", "tunelab full fine-tuning, gradient checkpointing"]
+    assert set(causal["matmul_peak"]) == {"fp32", "bf16"} and causal["date"] == result["machine"]["date"]
     assert cls["rows_trained"] == 40 and causal["rows_trained"] == 16
     assert all(r["samples_per_second"] > 0 and r["runs"] == 1 for r in cls["rows"] + causal["rows"])
     assert cls["rows"][-1]["gflops"] > 0 and set(result["matmul_peak"]) == {"fp32", "bf16"}
@@ -261,3 +263,33 @@ print("gptqmodel imported:", "gptqmodel" in sys.modules)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "gptqmodel imported: False" in done.stdout
+
+
+@pytest.mark.slow
+def test_one_case_is_measured_again_and_the_others_kept_with_their_date(tmp_path):
+    import json
+
+    sst2 = tmp_path / "sst2"
+    sst2.mkdir()
+    for name, n in (("train.tsv", 40), ("dev.tsv", 16)):
+        rows = [f"{'good' if i % 2 else 'bad'} film number {i}\t{i % 2}" for i in range(n)]
+        (sst2 / name).write_text("sentence\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    peaks = {p: {"gflops": 100.0, "threads": 2, "per_size": {"512": 100.0}} for p in ("fp32", "bf16")}
+    causal = {"metric": "mean train loss", "rows_trained": 16, "epochs": 1, "lr": 2e-4, "mean_tokens": 10.0, "rows": [
+        {"contestant": c, "runs": 1, "train_seconds": s, "train_seconds_all": [s], "samples_per_second": 16 / s,
+         "tokens_per_second": 160 / s, "peak_rss_mb": m, "metric": 3.0, "precision": "fp32", "speedup_tokens": 1.0,
+         "speedup_samples": 1.0} for c, s, m in (("TRL SFTTrainer defaults (use_cpu=True)", 10.0, 1000.0),
+                                                  ("tunelab defaults", 5.0, 900.0), ("tunelab full fine-tuning", 6.0, 1500.0))]}
+    (tmp_path / "train_throughput.json").write_text(json.dumps(
+        {"machine": {"date": "2026-01-01 00:00 UTC"}, "matmul_peak": peaks, "cases": {"causal": causal}}))
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "train_throughput.py"), "--quick", "--rows", "40",
+                           "--cases", "classification", "--keep-other-cases", "--sst2", str(sst2),
+                           "--work", str(tmp_path / "work"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "train_throughput.json").read_text())
+    assert list(result["cases"]) == ["classification", "causal"]
+    kept = result["cases"]["causal"]
+    assert kept["date"] == "2026-01-01 00:00 UTC" and kept["matmul_peak"] == peaks and kept["rows"] == causal["rows"]
+    assert result["cases"]["classification"]["date"] == result["machine"]["date"] != kept["date"]
+    assert "SmolLM2 LoRA non-padding tokens/s vs TRL SFTTrainer" in {v["target"] for v in result["verdicts"]}
