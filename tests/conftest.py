@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# The studio's fixtures (a stand-in training child, a workspace with data), for tests/studio/.
+pytest_plugins = ["studio_support"]
+
 # Nothing in the tests may reach the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -84,7 +84,8 @@ def test_no_module_imports_its_way_back_to_itself():
 def test_stages_are_packages_and_few_modules_sit_at_the_top():
     top = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__"))
     assert len(top) <= MAX_TOP_LEVEL_MODULES, top
-    for stage in ("config", "data", "models", "training", "evaluation", "quantization", "serving", "studies", "cli"):
+    for stage in ("config", "data", "models", "training", "evaluation", "quantization", "serving", "studies", "studio",
+                  "cli"):
         assert (PACKAGE / stage / "__init__.py").exists(), stage
 
 
@@ -125,7 +126,8 @@ def test_a_full_fine_tuning_run_has_its_model_where_the_adapter_would_be(tmp_pat
 
 @pytest.mark.parametrize("old, new", [("train", "tunelab.training.train"), ("runs", "tunelab.rundir"),
                                       ("quantize_compare", "tunelab.quantization.compare"),
-                                      ("serve", "tunelab.serving"), ("serve.api", "tunelab.serving.api")])
+                                      ("serve", "tunelab.serving"), ("serve.api", "tunelab.serving.api"),
+                                      ("app", "tunelab.studio.app"), ("serving.app", "tunelab.studio.app")])
 def test_old_import_paths_give_the_module_at_its_new_place(old, new):
     code = (f"import importlib, tunelab; b = importlib.import_module('tunelab.{old}'); "
             f"new = importlib.import_module('{new}'); assert b is new and new.__spec__.name == '{new}', (b, new)")
@@ -157,10 +159,9 @@ def test_the_readme_module_map_matches_the_tree():
 # The README's module map, bottom to top: a module imports only from its own layer and the ones below.
 LAYERS = [("errors", "secrets", "tables"), ("machine",), ("config",), ("rundir",), ("models",), ("data",),
           ("training",), ("inference",), ("evaluation",), ("quantization",), ("export",), ("serving",),
-          ("studies",), ("cli",)]
-# Named exceptions, each for a reason: tiny test models train their tokenizer on the built-in data, and
-# the app shows the report's sections (it becomes the studio, above every stage).
-UPWARD = {("tunelab.models.tiny", "tunelab.data.builtin"), ("tunelab.serving.app", "tunelab.studies.report")}
+          ("studies",), ("studio",), ("cli",)]
+# The named exception, for a reason: tiny test models train their tokenizer on the built-in data.
+UPWARD = {("tunelab.models.tiny", "tunelab.data.builtin")}
 
 
 def layer(module: str) -> int:

@@ -324,7 +324,8 @@ def test_serve_answers_the_openai_client_in_the_chat_format(lora_run):
 
 @pytest.fixture(scope="module")
 def app_server(lora_run):
-    from tunelab.serving.app import create_app, open_runs
+    from tunelab.studio.app import create_app
+    from tunelab.studio.tryout import open_runs
 
     server = Server(create_app(open_runs([str(lora_run)], echo=lambda _: None)))
     yield server
@@ -332,9 +333,9 @@ def app_server(lora_run):
 
 
 def test_app_chat_answers_with_the_base_and_the_tuned_model(app_server, lora_run):
-    runs = httpx.get(app_server.url + "/api/runs").json()
+    runs = httpx.get(app_server.url + "/api/runs").json()["runs"]
     assert runs[0]["task"] == "causal_lm" and runs[0]["models"][:2] == ["base", "fine-tuned"]
-    reply = httpx.post(app_server.url + "/api/try", json={"run": 0, "text": CUSTOMER}, timeout=300)
+    reply = httpx.post(app_server.url + "/api/try", json={"run": runs[0]["name"], "text": CUSTOMER}, timeout=300)
     assert reply.status_code == 200, reply.text
     outputs = reply.json()["outputs"]
     assert [o["model"] for o in outputs] == runs[0]["models"]
@@ -354,9 +355,10 @@ def test_app_chat_tab_in_headless_chromium(app_server):
         page = browser.new_page()
         page.goto(app_server.url)
         page.wait_for_selector("#run option", state="attached")
+        page.click("#tab-try")
         page.fill("#text", "Hi, can I still cancel my order?")
         page.click("#go")
-        page.wait_for_function("() => document.querySelector('#status').textContent === 'done'", timeout=300_000)
+        page.wait_for_function("() => document.querySelector('#try-status').textContent === 'done'", timeout=300_000)
         for model in ("base", "fine-tuned"):
             assert_reply_text(page.text_content(f'tr[data-model="{model}"] .output'))
         browser.close()

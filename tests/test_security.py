@@ -144,17 +144,17 @@ TRAVERSALS = ["/dashboard/../../etc/passwd", "/dashboard/..%2F..%2Fetc%2Fpasswd"
 
 
 def test_the_app_serves_only_its_runs(classifier_run):
-    from tunelab.serving.app import create_app as create_web_app
-    from tunelab.serving.app import open_runs
+    from tunelab.studio.app import create_app as create_web_app
+    from tunelab.studio.tryout import open_runs
 
     server = Server(create_web_app(open_runs([str(classifier_run)])))
     try:
-        assert httpx.get(server.url + "/dashboard/0").status_code == 200
+        assert httpx.get(server.url + f"/dashboard/{classifier_run.name}").status_code == 200
         for path in TRAVERSALS:
             reply = httpx.get(server.url + path)
             assert 400 <= reply.status_code < 500, (path, reply.status_code)
             assert "root:" not in reply.text and "trust_remote_code" not in reply.text, path
-        for run in ("../", str(classifier_run), -1, 1, "0/../1", 1.5, None):
+        for run in ("../", str(classifier_run), -1, 1, "0/../1", 1.5, None, f"../{classifier_run.name}"):
             reply = httpx.post(server.url + "/api/try", json={"run": run, "text": "hello"})
             assert reply.status_code in (404, 422), (run, reply.text)
     finally:
@@ -269,31 +269,36 @@ def test_a_network_address_needs_an_api_key(tmp_path, run_cli, monkeypatch, comm
 
 
 @pytest.fixture(scope="module")
-def open_app(classifier_run):
-    from tunelab.serving.app import create_app as create_web_app
-    from tunelab.serving.app import open_runs
+def open_app(classifier_run, tmp_path_factory):
+    from tunelab.studio.app import create_app as create_web_app
+    from tunelab.studio.jobs import Jobs
+    from tunelab.studio.tryout import open_runs
+    from tunelab.studio.workspace import Workspace
 
-    server = Server(create_web_app(open_runs([str(classifier_run)]), api_key=SECRET))
+    jobs = Jobs(Workspace(tmp_path_factory.mktemp("workspace")))
+    server = Server(create_web_app(open_runs([str(classifier_run)]), api_key=SECRET, jobs=jobs))
     yield server
     server.stop()
 
 
-def test_the_app_with_a_key_needs_it_everywhere(open_app):
+def test_the_app_with_a_key_needs_it_everywhere(open_app, classifier_run):
     from fastapi.routing import APIRoute
 
     routes = [r for r in open_app.server.config.app.routes if isinstance(r, APIRoute)]
-    assert {r.path for r in routes} >= {"/", "/api/runs", "/api/try", "/dashboard/{index}"}
+    assert {r.path for r in routes} >= {"/", "/api/runs", "/api/try", "/dashboard/{name}", "/api/runs/{name}",
+                                        "/api/runs/{name}/stop", "/api/uploads", "/favicon.ico"}
     for route in routes:
         method = sorted(route.methods)[0]
-        path = route.path.replace("{index}", "0")
+        path = route.path.replace("{name}", classifier_run.name) + ("?name=x.jsonl" if "uploads" in route.path else "")
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Cookie": f"tunelab_app={SECRET}"}):
-            reply = httpx.request(method, open_app.url + path, headers=headers, json={"run": 0, "text": "x"})
+            reply = httpx.request(method, open_app.url + path, headers=headers,
+                                  json={"run": classifier_run.name, "text": "x"})
             assert reply.status_code == 401 and SECRET not in reply.text, (path, headers, reply.text)
     bearer = httpx.get(open_app.url + "/api/runs", headers={"Authorization": f"Bearer {SECRET}"})
     assert bearer.status_code == 200
 
 
-def test_the_apps_page_trades_the_key_for_a_cookie_once(open_app):
+def test_the_apps_page_trades_the_key_for_a_cookie_once(open_app, classifier_run):
     assert httpx.get(open_app.url + "/?key=wrong").status_code == 401
     with httpx.Client(base_url=open_app.url) as browser:
         opened = browser.get(f"/?key={SECRET}")
@@ -301,16 +306,16 @@ def test_the_apps_page_trades_the_key_for_a_cookie_once(open_app):
         cookie = opened.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=strict" in cookie and SECRET.lower() not in cookie
         page = browser.get("/")
-        assert page.status_code == 200 and "<title>tunelab</title>" in page.text
+        assert page.status_code == 200 and "<title>tunelab studio</title>" in page.text
         assert browser.get("/api/runs").status_code == 200
-        assert browser.get("/dashboard/0").status_code == 200
+        assert browser.get(f"/dashboard/{classifier_run.name}").status_code == 200
 
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "127.0.0.1.evil.example", "localhost.evil.example",
                                   "10.0.0.1"])
 def test_servers_on_loopback_refuse_other_host_names(classifier_run, host):
-    from tunelab.serving.app import create_app as create_web_app
-    from tunelab.serving.app import open_runs
+    from tunelab.studio.app import create_app as create_web_app
+    from tunelab.studio.tryout import open_runs
 
     servers = [Server(create_app(load_run(classifier_run), ServeSettings(), "intents")),
                Server(create_web_app(open_runs([str(classifier_run)])))]
@@ -326,8 +331,8 @@ def test_servers_on_loopback_refuse_other_host_names(classifier_run, host):
 
 
 def test_an_allowed_host_name_is_answered_and_others_still_refused(classifier_run):
-    from tunelab.serving.app import create_app as create_web_app
-    from tunelab.serving.app import open_runs
+    from tunelab.studio.app import create_app as create_web_app
+    from tunelab.studio.tryout import open_runs
 
     servers = [Server(create_app(load_run(classifier_run), ServeSettings(allowed_hosts=("tunnel.local",)), "intents")),
                Server(create_web_app(open_runs([str(classifier_run)]), allowed_hosts=("tunnel.local",)))]

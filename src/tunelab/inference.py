@@ -226,6 +226,40 @@ def generate(loaded: LoadedRun, prompts: list, max_new_tokens: int, batch_size: 
     return in_order
 
 
+def stream_text(loaded: LoadedRun, prompt, max_new_tokens: int, model=None, temperature: float = 0.0,
+                top_p: float = 1.0) -> Iterator[str]:
+    """The completion of one prompt (a string or a chat), piece by piece as it is generated (greedy at
+    temperature 0). Generation runs in a thread of its own; an error there is raised here."""
+    import threading
+
+    import torch
+    from transformers import TextIteratorStreamer
+
+    tokenizer, model = loaded.tokenizer, model or loaded.model
+    batch = left_padded(tokenizer, [render_prompt(loaded, prompt)])
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    failed: list[BaseException] = []
+
+    def work():
+        try:
+            with torch.inference_mode():
+                model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                               eos_token_id=tokenizer.eos_token_id, streamer=streamer,
+                               **sampling_arguments(temperature, top_p))
+        except BaseException as err:  # noqa: BLE001 - handed to the reader below
+            failed.append(err)
+            streamer.end()
+
+    thread = threading.Thread(target=work, name="tunelab-stream", daemon=True)
+    thread.start()
+    for piece in streamer:
+        if piece:
+            yield piece
+    thread.join()
+    if failed:
+        raise failed[0]
+
+
 def sampling_arguments(temperature: float, top_p: float) -> dict:
     """``generate``'s sampling arguments: greedy at temperature 0."""
     return {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}

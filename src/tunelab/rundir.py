@@ -116,6 +116,11 @@ class RunDir:
         return self.root / "train_state.json"
 
     @property
+    def progress_path(self) -> Path:
+        """Where training stands (step, total steps, ETA), rewritten as it goes; the studio reads it."""
+        return self.root / "progress.json"
+
+    @property
     def metrics_path(self) -> Path:
         return self.root / "metrics.json"
 
@@ -162,7 +167,8 @@ class RunDir:
     def training_outputs(self) -> list[Path]:
         """Everything a training run and the stages after it leave; removed before a fresh start."""
         return [self.adapter_dir, self.model_dir, self.checkpoints_dir, self.tensorboard_dir, self.metrics_path,
-                self.train_log_path, self.versions_path, self.readme_path, self.train_state_path, self.merged_dir,
+                self.train_log_path, self.versions_path, self.readme_path, self.train_state_path, self.progress_path,
+                self.merged_dir,
                 self.quantized_dir, self.quantization_report_path, self.quantization_markdown_path,
                 eval_path(self.root), predictions_path(self.root), self.summary_path, self.report_path(),
                 self.report_path(markdown=True)]
@@ -274,7 +280,11 @@ def refuse_remote_code(run_dir: Path, cfg: TunelabConfig, trusted: bool) -> None
 
 
 def write_json(path: Path, value: Any) -> None:
-    path.write_text(redact(json.dumps(value, indent=2, ensure_ascii=False)) + "\n", encoding="utf-8")
+    """Write ``value`` whole: beside ``path`` first, then renamed over it, so a reader (the studio polls
+    these files while a run writes them) never sees half of it."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(redact(json.dumps(value, indent=2, ensure_ascii=False)) + "\n", encoding="utf-8")
+    os.replace(partial, path)
 
 
 def write_config(path: Path, cfg: TunelabConfig) -> None:

@@ -15,8 +15,10 @@ import pytest
 from conftest import Server
 from tunelab.inference import load_run
 from tunelab.serving import ServeSettings, create_app
-from tunelab.serving.app import create_app as create_web_app
-from tunelab.serving.app import open_runs
+from tunelab.studio.app import create_app as create_web_app
+from tunelab.studio.jobs import Jobs
+from tunelab.studio.tryout import open_runs
+from tunelab.studio.workspace import Workspace
 from tunelab.serving.batching import MicroBatcher
 from tunelab.serving.web import Timeouts
 
@@ -38,8 +40,9 @@ def classifier_server(classifier_dir):
 
 
 @pytest.fixture(scope="module")
-def app_server(classifier_dir):
-    server = Server(create_web_app(open_runs([str(classifier_dir)])))
+def app_server(classifier_dir, tmp_path_factory):
+    jobs = Jobs(Workspace(tmp_path_factory.mktemp("workspace")))  # empty: nothing submitted can train
+    server = Server(create_web_app(open_runs([str(classifier_dir)]), jobs=jobs))
     yield server
     server.stop()
 
@@ -115,8 +118,8 @@ def test_text_that_is_not_unicode_gets_a_400_naming_its_field(causal_server, pat
     assert reply.status_code == 400 and reply.json()["error"]["param"] == param, reply.text
 
 
-def test_the_app_refuses_a_lone_surrogate_with_a_400(app_server):
-    reply = post_raw(app_server.url + "/api/try", {"run": 0, "text": "alpha \ud800"})
+def test_the_app_refuses_a_lone_surrogate_with_a_400(app_server, classifier_dir):
+    reply = post_raw(app_server.url + "/api/try", {"run": classifier_dir.name, "text": "alpha \ud800"})
     assert reply.status_code == 400 and "text" in reply.json()["detail"], reply.text
 
 
@@ -329,7 +332,7 @@ def answer_problem(reply: httpx.Response, text: str) -> str | None:
 
 
 @pytest.mark.parametrize("seed", [0])
-def test_fuzzing_every_endpoint_never_gets_a_5xx(causal_server, classifier_server, app_server, seed):
+def test_fuzzing_every_endpoint_never_gets_a_5xx(causal_server, classifier_server, app_server, classifier_dir, seed):
     rng = random.Random(seed)
     causal_routes = [("POST", "/v1/completions", {"prompt": "Say alpha.", "max_tokens": 4}),
                      ("POST", "/v1/chat/completions", chat("Say beta.")),
@@ -340,8 +343,13 @@ def test_fuzzing_every_endpoint_never_gets_a_5xx(causal_server, classifier_serve
     classifier_routes = [("POST", "/v1/classify", {"input": ["alpha item 1", "beta item 2"]}),
                          ("POST", "/v1/classify", {"input": "gamma item 3"}),
                          ("POST", "/v1/chat/completions", chat("x")), ("GET", "/v1/models/intents", None)]
-    app_routes = [("POST", "/api/try", {"run": 0, "text": "alpha item 3"}), ("GET", "/api/runs", None),
-                  ("GET", "/dashboard/0", None), ("GET", "/", None), ("POST", "/dashboard/0", None)]
+    name = classifier_dir.name
+    app_routes = [("POST", "/api/try", {"run": name, "text": "alpha item 3"}), ("GET", "/api/runs", None),
+                  ("GET", f"/dashboard/{name}", None), ("GET", "/", None), ("POST", f"/dashboard/{name}", None),
+                  ("GET", f"/api/runs/{name}", None), ("POST", f"/api/runs/{name}/stop", None),
+                  ("POST", "/api/runs", {"name": "fuzzed", "config": {"task": "classification",
+                                                                      "data": {"train": "uploads/none.jsonl"}}}),
+                  ("POST", "/api/uploads?name=a.jsonl", {"text": "x", "label": "y"})]
     problems = (fuzz(causal_server.url, causal_routes, rng, 200) + fuzz(classifier_server.url, classifier_routes, rng, 100)
                 + fuzz(app_server.url, app_routes, rng, 60))
     assert problems == [], problems[:5]

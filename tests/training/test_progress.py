@@ -1,6 +1,8 @@
-"""Training progress lines: every evaluation result shown once, the one after training labelled."""
+"""Training progress: every evaluation result shown once, the one after training labelled; progress.json
+says where training stands."""
 
 import io
+import json
 import re
 from types import SimpleNamespace
 
@@ -9,7 +11,8 @@ from transformers import TrainerControl, TrainerState
 from conftest import train_config
 from tunelab.config import load_config
 from tunelab.training import train
-from tunelab.training.callbacks import ProgressCallback
+from tunelab.rundir import RunDir
+from tunelab.training.callbacks import ProgressCallback, ProgressFileCallback
 
 EVALS = {4: {"eval_loss": 1.093, "eval_accuracy": 0.25}, 8: {"eval_loss": 1.064, "eval_accuracy": 0.5},
          12: {"eval_loss": 1.084, "eval_accuracy": 0.5}}
@@ -75,10 +78,37 @@ def test_checkpoint_step():
 
 
 def test_training_prints_each_evaluation_once(tmp_path, tiny_bert, capsys):
-    train.run(load_config(train_config(tmp_path, tiny_bert, train={"epochs": 3})))
+    run_dir = train.run(load_config(train_config(tmp_path, tiny_bert, train={"epochs": 3})))
+    progress = json.loads(RunDir(run_dir).progress_path.read_text())
+    assert progress["phase"] == "trained" and progress["step"] == progress["total_steps"] > 0
+    assert progress["eta_seconds"] == 0 and progress["samples_per_second"] > 0
     lines = capsys.readouterr().err.splitlines()
     shown = [line for line in lines if "eval_loss" in line]
     figures = [re.search(r"(eval_loss .*?)(  [\d.]+ samples/s|$)", line).group(1) for line in shown]
     assert len(figures) >= 3  # one evaluation per epoch, and the one after training if it differs
     assert len(set(figures)) == len(figures)
     assert all(line.startswith(("step ", "final evaluation of the best checkpoint")) for line in shown)
+
+
+def test_the_progress_file_says_where_training_stands_and_is_always_whole(tmp_path, monkeypatch):
+    import tunelab.training.callbacks as callbacks
+
+    clock = [100.0]
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: clock[0])
+    path = tmp_path / "progress.json"
+    progress = ProgressFileCallback(path, samples_per_step=8, every=1.0)
+    args, control, state = SimpleNamespace(), TrainerControl(), TrainerState(max_steps=10)
+    progress.on_train_begin(args, state, control)
+    assert json.loads(path.read_text()) | {"updated": 0} == {
+        "phase": "training", "step": 0, "total_steps": 10, "epoch": 0.0, "samples_per_second": 0.0,
+        "eta_seconds": None, "elapsed_seconds": 0.0, "updated": 0}
+    clock[0], state.global_step, state.epoch = 102.0, 4, 0.4
+    progress.on_step_end(args, state, control)
+    now = json.loads(path.read_text())
+    assert (now["step"], now["samples_per_second"], now["eta_seconds"]) == (4, 16.0, 3.0)  # 32 samples in 2 s
+    clock[0], state.global_step = 102.5, 5
+    progress.on_step_end(args, state, control)  # within a second of the last write: not rewritten
+    assert json.loads(path.read_text())["step"] == 4
+    clock[0], state.global_step = 105.0, 10
+    progress.on_train_end(args, state, control)
+    assert json.loads(path.read_text())["phase"] == "trained" and [p.name for p in tmp_path.iterdir()] == ["progress.json"]

@@ -169,7 +169,12 @@ def _refuse_open_config_host(settings) -> None:
 
 
 def _app_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="finished run folders the page may show (and only these)")
+    parser.add_argument("runs", nargs="*", metavar="RUN",
+                        help="finished run folders (or bake-off and sweep folders) to show beside the workspace's runs")
+    parser.add_argument("--workspace", default="tunelab-workspace", metavar="DIR",
+                        help="folder for the runs started from the page, their configs, logs and uploaded data "
+                             "(default ./tunelab-workspace, created if missing); every path a submitted config "
+                             "names must lie inside it")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1, this machine only; another needs an API key)")
     parser.add_argument("--port", type=positive_int, default=7860, help="port (default 7860)")
@@ -178,11 +183,11 @@ def _app_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _app(args: argparse.Namespace) -> None:
     from tunelab.secrets import add_secret
-    from tunelab.serving import app
+    from tunelab.studio import app
 
     add_secret(args.api_key)
     app.run(args.runs, args.host, args.port, api_key=args.api_key, trust_remote_code=args.trust_remote_code,
-            allowed_hosts=tuple(args.allowed_host))
+            allowed_hosts=tuple(args.allowed_host), workspace=args.workspace)
 
 
 DEPLOY_COMMANDS: dict[str, Command] = {
@@ -214,11 +219,12 @@ DEPLOY_COMMANDS: dict[str, Command] = {
                      "both. Concurrent requests are micro-batched. Settings come from the run's config.yaml "
                      "(serve.*; tunelab config schema lists them); KEY=VALUE overrides and the flags replace "
                      "them. Needs pip install 'tunelab[serve]'."),
-    "app": Command("a web page to try runs side by side (base, fine-tuned, quantized) and read their metrics",
+    "app": Command("the studio: create, train, watch, evaluate and try runs from the browser",
                    _app_arguments, _app,
-                   "Serves one self-contained page on 127.0.0.1:7860: type a text and see the base model, the "
-                   "fine-tuned model and each quantized copy answer, with latency; a dashboard with the run's "
-                   "training, evaluation and quantization numbers (run tunelab evaluate and tunelab quantize "
-                   "--compare first to fill it). Only the runs named here can be picked. Needs pip install "
-                   "'tunelab[serve]'."),
+                   "Serves one self-contained page on 127.0.0.1:7860 over a workspace folder. Runs submitted from "
+                   "the page (or POST /api/runs) train one at a time in a child process running tunelab train "
+                   "and tunelab evaluate, with live progress, stop and resume; finished runs can be tried (the "
+                   "base model, the fine-tuned one and each quantized copy answer the same text, with latency) "
+                   "and read on a dashboard (training, evaluation and quantization numbers). Runs named on the "
+                   "command line are shown too. Needs pip install 'tunelab[serve]'."),
 }

@@ -35,6 +35,30 @@ def schema_text(model: type[BaseModel] = TunelabConfig, prefix: str = "") -> str
     return "\n".join(blocks)
 
 
+def schema_fields(model: type[BaseModel] = TunelabConfig) -> list[dict[str, Any]]:
+    """Every section and option as data (what a form needs): ``{"section", "help", "fields": [{"key", "type",
+    "choices", "default", "required", "help"}]}``, in schema order; top-level options form the section ``""``."""
+    top: dict[str, Any] = {"section": "", "help": _one_line(model.__doc__), "fields": []}
+    sections = [top]
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            sections.append({"section": name, "help": _one_line(field.description),
+                             "fields": [_field(key, sub) for key, sub in annotation.model_fields.items()]})
+        else:
+            top["fields"].append(_field(name, field))
+    return sections
+
+
+def _field(key: str, field: Any) -> dict[str, Any]:
+    annotation = field.annotation
+    literal = [a for a in (annotation, *typing.get_args(annotation)) if typing.get_origin(a) is typing.Literal]
+    required = field.default is PydanticUndefined
+    return {"key": key, "type": type_name(annotation), "choices": list(typing.get_args(literal[0])) if literal else None,
+            "default": None if required else field.default, "required": required,
+            "help": _one_line(field.description)}
+
+
 def type_name(annotation: Any) -> str:
     """A short readable name for a field type: `int`, `str or null`, `one of: a, b`."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)

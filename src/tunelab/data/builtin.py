@@ -42,8 +42,8 @@ SEED = 20261129
 def builtin_data_path(spec: str) -> Path:
     """Map ``builtin:<dataset>/<file>`` to the shipped file; raise ValueError naming what exists."""
     relative = spec.removeprefix("builtin:")
-    path = BUILTIN_DATA_DIR / relative
-    if ".." in Path(relative).parts or not path.is_file():
+    path = (BUILTIN_DATA_DIR / relative).resolve()
+    if Path(relative).is_absolute() or BUILTIN_DATA_DIR.resolve() not in path.parents or not path.is_file():
         available = sorted(f"builtin:{p.parent.name}/{p.name}" for p in BUILTIN_DATA_DIR.glob("*/*.jsonl"))
         raise ValueError(f"no built-in data '{spec}'; available: {', '.join(available)}")
     return path

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,8 +39,35 @@ from tunelab.rundir import RunDir, staged_update, write_config, write_json
 SPLIT_ORDER = ("train", "validation", "test")
 
 
+@dataclass
+class Prepared:
+    """Everything ``prepare`` works out before it writes: the splits, their encodings and the data report."""
+
+    splits: dict[str, list[Example]]
+    encoded: dict[str, list[dict]]
+    tokenizer: object
+    label_names: list[str] | None
+    report: dict
+
+
 def run(cfg: TunelabConfig) -> Path:
     """Prepare the data a config describes; return the run folder."""
+    prepared = analyse(cfg)
+    run_dir = Path(cfg.output.dir)
+    with staged_update(run_dir, cfg.output.overwrite) as staging:
+        stage = RunDir(staging)  # laid out like the run folder it replaces
+        write_prepared(stage, prepared.splits, prepared.encoded, prepared.tokenizer, prepared.label_names)
+        write_json(stage.data_report_path, prepared.report)
+        write_config(stage.config_path, cfg)
+    return run_dir
+
+
+def analyse(cfg: TunelabConfig) -> Prepared:
+    """Read, validate, split and tokenize the data, and measure it (the data report); writes nothing.
+
+    Raises:
+        DataError: bad rows (one line each), or a split left with no usable example.
+    """
     loaded = load_examples(cfg)
     splits, duplicates, split_from_train = build_splits(loaded, cfg)
     tokenizer = load_tokenizer(cfg.model)
@@ -72,14 +100,7 @@ def run(cfg: TunelabConfig) -> Path:
     if label_names:
         report["labels"] = label_names
     _check_usable(encoded)
-
-    run_dir = Path(cfg.output.dir)
-    with staged_update(run_dir, cfg.output.overwrite) as staging:
-        stage = RunDir(staging)  # laid out like the run folder it replaces
-        write_prepared(stage, splits, encoded, tokenizer, label_names)
-        write_json(stage.data_report_path, report)
-        write_config(stage.config_path, cfg)
-    return run_dir
+    return Prepared(splits, encoded, tokenizer, label_names, report)
 
 
 def build_splits(loaded: LoadedData, cfg: TunelabConfig) -> tuple[dict[str, list[Example]], dict[str, int], list[str]]:

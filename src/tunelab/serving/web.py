@@ -77,33 +77,34 @@ class BodyLimit:
     and bodies that take longer than ``timeout_s`` to arrive with a 408 (closing the connection).
 
     A declared Content-Length over the limit is refused at once; a chunked body is counted as it
-    arrives and refused when it passes the limit.
+    arrives and refused when it passes the limit. ``larger`` gives some paths (uploads) a limit of their own.
     """
 
-    def __init__(self, app, limit: int, timeout_s: float | None = None):
-        self.app, self.limit, self.timeout_s = app, limit, timeout_s
+    def __init__(self, app, limit: int, timeout_s: float | None = None, larger: dict[str, int] | None = None):
+        self.app, self.limit, self.timeout_s, self.larger = app, limit, timeout_s, dict(larger or {})
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.larger.get(scope.get("path", ""), self.limit)
         receive = self._with_deadline(receive)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
             if declared.isdigit() and int(declared) <= MAX_DRAINED:
                 await self._drain(receive)
-            return await self._refuse(send)
+            return await self._refuse(send, limit)
         seen = 0
 
         async def counted():
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
+            if seen > limit:
                 from starlette.exceptions import HTTPException
 
                 if message.get("more_body"):
                     await self._drain(receive)
-                raise HTTPException(413, self._message())
+                raise HTTPException(413, self._message(limit))
             return message
 
         await self.app(scope, counted, send)
@@ -144,11 +145,12 @@ class BodyLimit:
         except HTTPException:
             return
 
-    def _message(self) -> str:
-        return f"request body larger than this server's limit of {self.limit:,} bytes"
+    @staticmethod
+    def _message(limit: int) -> str:
+        return f"request body larger than this server's limit of {limit:,} bytes"
 
-    async def _refuse(self, send) -> None:
-        for message in json_reply(413, error_body(self._message(), code="request_too_large"), close=True):
+    async def _refuse(self, send, limit: int) -> None:
+        for message in json_reply(413, error_body(self._message(limit), code="request_too_large"), close=True):
             await send(message)
 
 
@@ -193,9 +195,11 @@ class LoopbackHostOnly:
             await send(reply)
 
 
-def guard(app, body_limit: int, timeouts: Timeouts, check_host: bool, allowed_hosts: tuple[str, ...] = ()) -> None:
-    """Add the middleware against abuse to a FastAPI app (the Host check outermost)."""
-    app.add_middleware(BodyLimit, limit=body_limit, timeout_s=timeouts.body_s)
+def guard(app, body_limit: int, timeouts: Timeouts, check_host: bool, allowed_hosts: tuple[str, ...] = (),
+          larger_bodies: dict[str, int] | None = None) -> None:
+    """Add the middleware against abuse to a FastAPI app (the Host check outermost); ``larger_bodies`` maps
+    paths to body limits of their own."""
+    app.add_middleware(BodyLimit, limit=body_limit, timeout_s=timeouts.body_s, larger=larger_bodies)
     if check_host:
         app.add_middleware(LoopbackHostOnly, allowed=tuple(allowed_hosts))
 

@@ -1,18 +1,28 @@
-"""`tunelab app RUN [RUN...]`: a web page to try runs side by side and read their numbers.
+"""`tunelab app`: the studio, one page to create, train, watch, evaluate, compare and try runs.
 
-    tunelab app runs/demo [runs/other] [--port 7860]
-    TUNELAB_API_KEY=... tunelab app runs/demo --host 0.0.0.0   # then open http://HOST:7860/?key=KEY once
+    tunelab app [--workspace tunelab-workspace] [--port 7860]        # runs started from the browser
+    tunelab app runs/demo [runs/other]                                 # plus finished runs to show
+    TUNELAB_API_KEY=... tunelab app --host 0.0.0.0   # then open http://HOST:7860/?key=KEY once
 
-Testing tab: type a text (or a chat message for causal-LM runs) and see the base model, the
-fine-tuned model and every quantized copy answer it side by side, each with its latency.
-Dashboard tab: the run's numbers and plots (training, evaluation, quantization), the same HTML
-as ``tunelab report``. The run picker lists only the runs given on the command line, by index:
-the browser never sends a path.
+Runs started from the page live in the workspace (``studio/workspace.py``) and train one at a time in
+a child process running ``tunelab train`` and ``tunelab evaluate`` (``studio/jobs.py``). The page and
+scripts use the same JSON API:
 
-With an API key (``--api-key`` or ``$TUNELAB_API_KEY``; required to bind anything but a loopback
-address), every route needs it: opening ``/?key=KEY`` once sets an HttpOnly, SameSite=Strict cookie
-holding a token derived from the key and redirects to ``/``, so the key leaves the address bar and
-the page's own requests carry the cookie. Scripts may send ``Authorization: Bearer KEY`` instead.
+- ``GET /api/runs``: ``{"runs": [{"name", "status", "task", "method", "model", "metrics", "models"}]}``
+- ``POST /api/runs`` with ``{"name", "config"}`` (a tunelab config as JSON): queues a run (201); an invalid
+  name, config or data is a 400 with the CLI's one-line messages, a name in use a 409
+- ``GET /api/runs/{name}``: status, progress (step, total steps, ETA), metrics, loss and evaluation
+  curves, the last log lines; ``POST /api/runs/{name}/stop`` and ``/resume``; ``GET /api/runs/{name}/config``
+  the YAML it trains with
+- ``GET /api/uploads``, ``POST /api/uploads?name=FILE`` (the file as the body, size-limited)
+- ``POST /api/try`` with ``{"run": name, "text"}``: base, fine-tuned and each quantized copy answer
+- ``GET /dashboard/{name}``: the run's report sections (``tunelab report``)
+
+The browser never sends a path it may read or write outside the workspace: run names are names, and
+every path in a submitted config must resolve inside the workspace. With an API key (``--api-key`` or
+``$TUNELAB_API_KEY``; required to bind anything but a loopback address), every route needs it: opening
+``/?key=KEY`` once sets an HttpOnly, SameSite=Strict cookie holding a token derived from the key and
+redirects to ``/``. Scripts may send ``Authorization: Bearer KEY`` instead.
 
 Why FastAPI and a static page rather than Gradio: the same stack as ``tunelab serve``, an 18 MB
 install instead of 341 MB, start-up in well under a second instead of 4-6 s, and a page that by
@@ -23,153 +33,203 @@ construction loads nothing from outside this machine (inline CSS, JS and SVG; no
 import asyncio
 import hashlib
 import hmac
-import threading
-import time
+import json
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
-from dataclasses import dataclass, field
+from contextlib import asynccontextmanager
 from html import escape
 from pathlib import Path
-from typing import Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tunelab.config.schema import TASKS
+from tunelab.config.schema import QUANTIZE_METHODS
 from tunelab.errors import TunelabError
-from tunelab.models.provenance import check_fresh
-from tunelab.rundir import RunDir, open_run, refuse_remote_code, study_kind, variant_info_path
+from tunelab.rundir import RunDir
 from tunelab.serving.web import (
     UNICODE_ERRORS,
     Timeouts,
     guard,
     is_loopback,
     json_500,
+    log_bug,
     printable,
     refuse_open_without_key,
     usable_key,
     uvicorn_server,
     valid_unicode,
 )
+from tunelab.studio import artifacts
+from tunelab.studio.jobs import Jobs, NameTaken, UnknownRun, read_json_or_none, run_summary
+from tunelab.studio.tryout import RunModels, open_runs
+from tunelab.studio.workspace import NAME, Workspace, check_name
 
-MAX_NEW_TOKENS = 32
-MAX_BODY_BYTES = 65_536  # a request is a run index and at most 4,000 characters
+MAX_BODY_BYTES = 1_048_576  # a request is a run name and at most 4,000 characters, or a config
+MAX_UPLOAD_BYTES = 50 * 1_048_576
 MAX_PENDING_TRIES = 8
-PAGE = Path(__file__).with_name("app_page.html")
+MAX_CURVE_POINTS = 2000
+PAGE = Path(__file__).with_name("page.html")
 COOKIE = "tunelab_app"
+ICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
+        'fill="#3367d6"/><path d="M3 11l3-4 3 2 4-6" stroke="#fff" stroke-width="2" fill="none"/></svg>')
 
 
 class TryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    run: int = Field(ge=0)
+    run: str = Field(min_length=1, max_length=200)
     text: str = Field(min_length=1, max_length=4000)
 
 
-@dataclass
-class RunModels:
-    """One run's models, loaded on first use: base, fine-tuned and the quantized copies."""
+class ChatRequest(TryRequest):
+    model: str = Field(min_length=1, max_length=100)
 
-    path: Path
-    name: str
-    task: str
-    variants: list[str]
-    trust_remote_code: bool = False  # the user passed --trust-remote-code for a run whose config asks for it
-    loaded: dict = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def answer(self, text: str) -> list[dict]:
-        with self.lock:  # one request at a time per run: the models share the CPU anyway
-            return [self._timed(label, text) for label in ["base", "fine-tuned"] + self.variants]
+class NewRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    config: dict[str, Any]
 
-    def _timed(self, label: str, text: str) -> dict:
+
+class Quantize(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    methods: list[Literal[QUANTIZE_METHODS]] = Field(min_length=1)
+    compare: bool = False
+
+
+class Export(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dtype: Literal["f16", "q8_0"] = "q8_0"
+
+
+class DataCheck(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    config: dict[str, Any]
+
+
+def builtins() -> dict[str, Any]:
+    """The models and datasets tunelab ships or builds, for the page's pickers."""
+    from tunelab.data.builtin import BUILTIN_DATA_DIR
+    from tunelab.models.resolve import BUILTIN_MODELS
+
+    return {"models": [{"name": f"builtin:{name}", "about": spec.about} for name, spec in BUILTIN_MODELS.items()],
+            "datasets": sorted(f"builtin:{p.parent.name}/{p.name}" for p in BUILTIN_DATA_DIR.glob("*/*.jsonl"))}
+
+
+def data_report(jobs: Jobs, tree: dict[str, Any]) -> dict[str, Any]:
+    """What ``tunelab prepare`` would report on a submitted config's data (counts, label balance, token
+    lengths, the masked training example), without writing anything."""
+    from tunelab.data import prepare
+    from tunelab.data.report import summary_text
+
+    _, cfg = jobs.checked("data-check", tree)
+    report = prepare.analyse(cfg).report
+    return {"report": report, "summary": summary_text(report)}
+
+
+class Catalog:
+    """The runs the app shows: finished runs given on the command line (by folder name), and the
+    workspace's runs, those started from the page and finished ones found in its ``runs/`` folder."""
+
+    def __init__(self, given: list[RunModels], jobs: Optional[Jobs], trust_remote_code: bool = False):
+        self.given: dict[str, RunModels] = {}
+        for run in given:
+            name, n = run.name, 2
+            while name in self.given:
+                name, n = f"{run.name}-{n}", n + 1
+            self.given[name] = run
+        self.jobs, self.trust_remote_code = jobs, trust_remote_code
+        self.opened: dict[str, tuple[RunModels, Optional[float]]] = {}  # workspace runs, and when their job ended
+
+    def names(self) -> list[str]:
+        names = list(self.given)
+        if self.jobs is not None:
+            names += [n for n in self.jobs.names() if n not in self.given]
+            found = self.jobs.workspace.runs_dir
+            names += sorted(p.name for p in found.iterdir() if p.name not in names and RunDir(p).is_complete
+                            and not p.name.startswith(".")) if found.exists() else []
+        return names
+
+    def status(self, name: str) -> str:
+        if name in self.given:
+            return "complete"
+        if self.jobs is not None and name in self.jobs.names():
+            return self.jobs.get(name).status
+        if self.jobs is not None and NAME.fullmatch(name) and RunDir(self.jobs.workspace.runs_dir / name).is_complete:
+            return "complete"
+        raise UnknownRun(f"no run called {printable(name)}")
+
+    def folder(self, name: str) -> Path:
+        self.status(name)
+        return self.given[name].path if name in self.given else self.jobs.workspace.run_dir(name)
+
+    def models(self, name: str) -> RunModels:
+        """The run's models for trying it; a workspace run once it is complete."""
+        if name in self.given:
+            return self.given[name]
+        status = self.status(name)
+        if status != "complete":
+            raise TunelabError(f"{name} is {status}: it can be tried once it is complete")
+        ended = self.jobs.get(name).ended if name in self.jobs.names() else None
+        if name not in self.opened or self.opened[name][1] != ended:  # new copies since: open it again
+            self.opened[name] = (open_runs([str(self.folder(name))], self.trust_remote_code)[0], ended)
+        return self.opened[name][0]
+
+    def entry(self, name: str) -> dict[str, Any]:
+        status = self.status(name)
+        entry = {"name": name, "status": status, "task": None, "method": None, "model": None, "metrics": None,
+                 "models": [], "source": "given" if name in self.given else "workspace"}
+        if name in self.given and self.given[name].task not in ("classification", "causal_lm"):
+            entry["task"] = self.given[name].task  # a bake-off or sweep folder
+        else:
+            entry.update(run_summary(self.folder(name)))
+        if entry["task"] is None and self.jobs is not None and name in self.jobs.names():
+            try:
+                cfg = self.jobs.submitted(name)  # not prepared yet: what it was submitted with
+                entry.update(task=cfg.task, method=cfg.method.name, model=cfg.model.name)
+            except (OSError, TunelabError):
+                pass
+        if status == "complete":
+            try:
+                entry["models"] = self.models(name).models
+            except TunelabError:
+                pass
+        return entry
+
+
+def run_detail(catalog: Catalog, name: str) -> dict[str, Any]:
+    """What ``GET /api/runs/{name}`` answers: the list entry plus progress, curves and the log's tail."""
+    detail = catalog.entry(name)
+    run = RunDir(catalog.folder(name))
+    job = catalog.jobs.get(name) if catalog.jobs is not None and name in catalog.jobs.names() else None
+    detail["progress"] = read_json_or_none(run.progress_path) or {
+        "phase": "waiting" if detail["status"] == "queued" else "starting", "step": 0, "total_steps": None}
+    if job is not None:
+        detail["progress"]["stage"] = job.stage
+        detail.update(message=job.message, started=job.started, ended=job.ended)
+    detail["curves"] = curves(run.train_log_path)
+    detail["log_tail"] = catalog.jobs.log_tail(name) if job is not None else []
+    return detail
+
+
+def curves(log_path: Path) -> dict[str, list[list[float]]]:
+    """``{"loss": [[step, value], ...], "eval_loss": ..., "eval_<metric>": ...}`` from train_log.jsonl
+    (the Trainer's closing summary left out)."""
+    found: dict[str, list[list[float]]] = {}
+    try:
+        lines = log_path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return found
+    for line in lines:
         try:
-            predict = self._predictor(label)
-        except TunelabError as err:  # a copy that cannot load says why in its own row; the others still answer
-            return {"model": label, "output": f"cannot load: {printable(str(err))}", "latency_ms": None}
-        start = time.perf_counter()
-        output = predict(text)
-        return {"model": label, "output": output, "latency_ms": round((time.perf_counter() - start) * 1000, 1)}
-
-    def _predictor(self, label: str):
-        if label not in self.loaded:
-            self.loaded[label] = self._load(label)
-        return self.loaded[label]
-
-    def _load(self, label: str):
-        from tunelab.inference import classify, generate, load_run
-
-        trust = self.trust_remote_code
-        if label == "base":
-            return base_predictor(load_run(self.path, trust_remote_code=trust))
-        loaded = load_run(self.path, None if label == "fine-tuned" else label, trust_remote_code=trust)
-        if self.task == "classification":
-            return lambda text: _label_text(classify(loaded, [text])[0])
-        return lambda text: generate(loaded, [text], MAX_NEW_TOKENS)[0]
-
-
-def _label_text(result: dict) -> str:
-    return f"{result['label']} ({result['probabilities'][result['label']]:.3f})"
-
-
-def base_predictor(loaded):
-    """The model before fine-tuning: a linear probe on the frozen encoder (classification, as
-    ``tunelab evaluate`` compares), or the base model itself (causal LM)."""
-    from tunelab.inference import base_model, generate
-
-    if loaded.labels is None:
-        # This run instance serves only as the base, so the adapter stays off (or the base stays
-        # loaded, for full fine-tuning) for the life of the app.
-        keep_open = ExitStack()
-        base = keep_open.enter_context(base_model(loaded))
-
-        def complete(text: str) -> str:
-            return generate(loaded, [text], MAX_NEW_TOKENS, model=base)[0]
-        complete.keep_open = keep_open
-        return complete
-    from tunelab.evaluation.probe import fit_base_probe
-    from tunelab.models.resolve import resolve_model
-
-    train = loaded.run.read_split("train")
-    label2id = {name: i for i, name in enumerate(loaded.labels)}
-    probabilities = fit_base_probe(resolve_model(loaded.cfg.model.name, loaded.cfg.model.allow_pickle_weights), [e["text"] for e in train],
-                                   [label2id[e["label"]] for e in train], len(loaded.labels),
-                                   loaded.cfg.data.max_length)
-
-    def classify_base(text: str) -> str:
-        probs = probabilities([text])[0]
-        best = int(probs.argmax())
-        return f"{loaded.labels[best]} ({float(probs[best]):.3f})"
-    return classify_base
-
-
-def open_runs(paths: list[str], trust_remote_code: bool = False, echo=print) -> list[RunModels]:
-    """The folders the app may show: finished runs, and bake-off or sweep folders (dashboard only).
-    A run whose config asks to run its model's own code is refused now, not on first use, unless
-    ``trust_remote_code``."""
-    runs = []
-    for given in paths:
-        comparison = study_kind(Path(given))
-        if comparison in ("bakeoff", "sweep"):
-            runs.append(RunModels(Path(given), Path(given).name, comparison, variants=[]))
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line the child is still writing
+        if "total_flos" in entry:
             continue
-        run, cfg = open_run(given)
-        refuse_remote_code(run.root, cfg, trust_remote_code)
-        runs.append(RunModels(run.root, run.name, cfg.task, usable_variants(run, echo), trust_remote_code))
-    return runs
-
-
-def usable_variants(run: RunDir, echo=print) -> list[str]:
-    """The run's quantized copies that are complete and made from its current weights (the others are
-    named, with the command that remakes them, and left out)."""
-    quantized = run.quantized_dir
-    found = sorted(p for p in quantized.iterdir() if variant_info_path(p).exists()) if quantized.exists() else []
-    usable = []
-    for folder in found:
-        try:
-            check_fresh(run.root, folder)
-            usable.append(folder.name)
-        except TunelabError as err:
-            echo(f"tunelab app: leaving out {err}")
-    return usable
+        for key, value in entry.items():
+            if (key == "loss" or key.startswith("eval_")) and isinstance(value, (int, float)) \
+                    and not key.endswith(("_runtime", "_per_second")):
+                found.setdefault(key, []).append([entry.get("step", 0), value])
+    return {key: points[-MAX_CURVE_POINTS:] for key, points in found.items()}
 
 
 def cookie_token(api_key: str) -> str:
@@ -194,23 +254,70 @@ def key_check(api_key: Optional[str]):
     return authorized
 
 
+def refusal(err: TunelabError):
+    """A TunelabError as an HTTP answer: 404 for an unknown run, 409 for a name in use, 400 otherwise, the
+    detail holding the CLI's lines (``title: problem; problem``) and ``problems`` each line."""
+    from fastapi.responses import JSONResponse
+
+    status = 404 if isinstance(err, UnknownRun) else 409 if isinstance(err, NameTaken) else 400
+    problems = [printable(p) for p in err.problems]
+    return JSONResponse({"detail": f"{err.title}: " + "; ".join(problems), "problems": problems}, status_code=status)
+
+
+def same_origin_only(app) -> None:
+    """Refuse requests that change something (any method but GET and HEAD) sent by a page of another site:
+    a browser names the page's origin, which must be this app's own host. Scripts send no Origin."""
+    from urllib.parse import urlsplit
+
+    from fastapi.responses import JSONResponse
+
+    @app.middleware("http")
+    async def check_origin(request, call_next):
+        origin = request.headers.get("origin")
+        if request.method not in ("GET", "HEAD") and origin is not None \
+                and urlsplit(origin).netloc != request.headers.get("host", ""):
+            return JSONResponse({"detail": "refused: a request from another site's page (Origin "
+                                           f"{printable(origin)[:100]}) may not change anything here"}, status_code=403)
+        return await call_next(request)
+
+
 def create_app(runs: list[RunModels], api_key: Optional[str] = None, check_host: bool = True,
-               timeouts: Optional[Timeouts] = None, allowed_hosts: tuple[str, ...] = ()):
-    """The app for ``runs``. ``check_host``: bound to a loopback address, so answer only requests for
-    localhost, 127.0.0.1 or [::1] (a DNS-rebinding page sends its own name)."""
+               timeouts: Optional[Timeouts] = None, allowed_hosts: tuple[str, ...] = (), jobs: Optional[Jobs] = None,
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, trust_remote_code: bool = False):
+    """The app for ``runs`` (finished folders to show) and, with ``jobs``, a workspace to create runs in.
+    ``check_host``: bound to a loopback address, so answer only requests for localhost, 127.0.0.1 or [::1]
+    (a DNS-rebinding page sends its own name)."""
     from fastapi import Depends, FastAPI, HTTPException
     from fastapi import Request as HttpRequest
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+    from fastapi.responses import (
+        FileResponse,
+        HTMLResponse,
+        JSONResponse,
+        PlainTextResponse,
+        RedirectResponse,
+        Response,
+        StreamingResponse,
+    )
 
     from tunelab.studies.report import SECTIONS, load_source
 
+    @asynccontextmanager
+    async def lifespan(_):
+        yield
+        if jobs is not None:
+            await asyncio.get_running_loop().run_in_executor(None, jobs.close)
+
     api_key = usable_key(api_key)
-    app = FastAPI(title="tunelab app", docs_url=None, redoc_url=None, openapi_url=None)
-    guard(app, MAX_BODY_BYTES, timeouts or Timeouts(), check_host, allowed_hosts)
+    catalog = Catalog(runs, jobs.start() if jobs is not None else None, trust_remote_code)
+    app = FastAPI(title="tunelab studio", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    guard(app, MAX_BODY_BYTES, timeouts or Timeouts(), check_host, allowed_hosts,
+          larger_bodies={"/api/uploads": max_upload_bytes})
+    same_origin_only(app)
     json_500(app)
     authorized = key_check(api_key)
     auth = [Depends(authorized)]
+    app.add_exception_handler(TunelabError, lambda _, err: refusal(err))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_, err: RequestValidationError):
@@ -220,10 +327,10 @@ def create_app(runs: list[RunModels], api_key: Optional[str] = None, check_host:
         status = 400 if first["type"] in UNICODE_ERRORS else 422
         return JSONResponse({"detail": printable(f"{where}: {first['msg']}")}, status_code=status)
 
-    def pick(index: int) -> RunModels:
-        if not 0 <= index < len(runs):
-            raise HTTPException(404, f"no run {index}; this app serves runs 0 to {len(runs) - 1}")
-        return runs[index]
+    def workspace() -> Jobs:
+        if jobs is None:
+            raise HTTPException(404, "this app was started without a workspace")
+        return jobs
 
     @app.get("/", response_class=HTMLResponse)
     def page(request: HttpRequest, key: Optional[str] = None):
@@ -236,23 +343,102 @@ def create_app(runs: list[RunModels], api_key: Optional[str] = None, check_host:
         authorized(request)
         return PAGE.read_text(encoding="utf-8")
 
+    @app.get("/favicon.ico", dependencies=auth)
+    def icon():
+        return Response(ICON, media_type="image/svg+xml")
+
+    @app.get("/api/schema", dependencies=auth)
+    def schema():
+        from tunelab.config import schema_fields
+
+        return {"sections": schema_fields()}
+
+    @app.get("/api/builtins", dependencies=auth)
+    def builtin_sources():
+        return builtins()
+
+    @app.post("/api/data/report", dependencies=auth)
+    async def check_data(body: DataCheck):
+        return await asyncio.get_running_loop().run_in_executor(None, data_report, workspace(), body.config)
+
     @app.get("/api/runs", dependencies=auth)
     def list_runs():
-        return [{"index": i, "name": r.name, "task": r.task,
-                 "models": ["base", "fine-tuned"] + r.variants if r.task in TASKS else []}
-                for i, r in enumerate(runs)]
+        return {"runs": [catalog.entry(name) for name in catalog.names()]}
+
+    @app.post("/api/runs", dependencies=auth, status_code=201)
+    async def create_run(body: NewRun):
+        queue = workspace()
+        name = check_name(body.name, "name")
+        job = await asyncio.get_running_loop().run_in_executor(None, queue.submit, name, body.config)
+        return {"name": job.name, "status": job.status}
+
+    @app.get("/api/runs/{name}", dependencies=auth)
+    def show_run(name: str):
+        return run_detail(catalog, name)
+
+    @app.post("/api/runs/{name}/stop", dependencies=auth)
+    def stop_run(name: str):
+        return {"name": name, "status": workspace().stop(name).status}
+
+    @app.post("/api/runs/{name}/resume", dependencies=auth)
+    def resume_run(name: str):
+        return {"name": name, "status": workspace().resume(name).status}
+
+    @app.get("/api/runs/{name}/config", dependencies=auth)
+    def run_config(name: str):
+        queue = workspace()
+        queue.get(name)
+        try:
+            text = queue.workspace.config_path(name).read_text(encoding="utf-8")
+        except OSError:
+            raise UnknownRun(f"{name}'s config is no longer in the workspace") from None
+        return PlainTextResponse(text,
+                                 media_type="application/yaml",
+                                 headers={"Content-Disposition": f'attachment; filename="{name}.yaml"'})
+
+    @app.post("/api/runs/{name}/quantize", dependencies=auth)
+    def quantize_run(name: str, body: Quantize):
+        argv = ["quantize", str(workspace().workspace.run_dir(name)), "--method", ",".join(body.methods)]
+        return {"name": name, "status": workspace().add_action(name, argv + ["--compare"] * body.compare).status}
+
+    @app.post("/api/runs/{name}/export", dependencies=auth)
+    def export_run(name: str, body: Export):
+        argv = ["export", str(workspace().workspace.run_dir(name)), "--format", "gguf", "--dtype", body.dtype]
+        return {"name": name, "status": workspace().add_action(name, argv).status}
+
+    @app.get("/api/runs/{name}/artifacts", dependencies=auth)
+    def list_artifacts(name: str):
+        return {"artifacts": artifacts.listing(catalog.folder(name))}
+
+    @app.get("/api/runs/{name}/download", dependencies=auth)
+    def download(name: str, artifact: str):
+        path = artifacts.artifact(catalog.folder(name), artifact)
+        if path.is_file():
+            return FileResponse(path, filename=f"{name}-{path.name}")
+        return StreamingResponse(artifacts.zipped(path), media_type="application/zip",
+                                 headers={"Content-Disposition": f'attachment; filename="{name}-{path.name}.zip"'})
+
+    @app.get("/api/uploads", dependencies=auth)
+    def list_uploads():
+        return {"uploads": workspace().workspace.uploads()}
+
+    @app.post("/api/uploads", dependencies=auth, status_code=201)
+    async def upload(request: HttpRequest, name: str):
+        target = workspace().workspace.write_upload(name, await request.body())
+        return {"name": target.name, "path": str(target.relative_to(jobs.workspace.root)),
+                "bytes": target.stat().st_size}
 
     pending = [0]  # tries waiting or running: models answer one at a time, so a queue is all more would add
     tries = ThreadPoolExecutor(max_workers=MAX_PENDING_TRIES, thread_name_prefix="tunelab-try")
 
     @app.post("/api/try", dependencies=auth)
     async def try_it(body: TryRequest):
-        run = pick(body.run)
         if not body.text.strip():
             raise HTTPException(400, "type some text first")
         if not valid_unicode(body.text):
             raise HTTPException(400, "text: holds a lone surrogate, which is not valid Unicode")
-        if run.task not in TASKS:
+        run = catalog.models(body.run)
+        if not run.models:
             raise HTTPException(400, f"{run.name} is a {run.task}: it has a dashboard but no model to try")
         if pending[0] >= MAX_PENDING_TRIES:
             raise HTTPException(429, f"{pending[0]} tries are already waiting for the models; try again shortly")
@@ -263,10 +449,32 @@ def create_app(runs: list[RunModels], api_key: Optional[str] = None, check_host:
         finally:
             pending[0] -= 1
 
-    @app.get("/dashboard/{index}", response_class=HTMLResponse, dependencies=auth)
-    def dashboard(index: int):
+    @app.post("/api/chat", dependencies=auth)
+    def chat(body: ChatRequest):
+        """One model's answer streamed as plain text (causal runs: as it is generated)."""
+        if not body.text.strip() or not valid_unicode(body.text):
+            raise HTTPException(400, "text: type a message (valid Unicode) first")
+        run = catalog.models(body.run)
+        if body.model not in run.models:
+            raise HTTPException(400, f"{run.name} has no model {printable(body.model)}; it has "
+                                     f"{', '.join(run.models) or 'nothing to try'}")
+        pieces = run.stream(body.model, body.text)
+
+        def safely():
+            try:
+                yield from pieces
+            except Exception as err:  # noqa: BLE001 - the status line has gone; the text says what happened
+                log_bug("studio chat", err)
+                yield f"\n[error: {printable(str(err)) or type(err).__name__}]"
+        return StreamingResponse(safely(), media_type="text/plain; charset=utf-8",
+                                 headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+
+    @app.get("/dashboard/{name}", response_class=HTMLResponse, dependencies=auth)
+    def dashboard(name: str):
         try:
-            source = load_source(pick(index).path)
+            source = load_source(catalog.folder(name))
+        except UnknownRun:
+            raise
         except TunelabError as err:
             return f"<p>{escape(str(err))}</p>"
         return SECTIONS[source["kind"]](source)
@@ -275,7 +483,8 @@ def create_app(runs: list[RunModels], api_key: Optional[str] = None, check_host:
 
 
 def run(paths: list[str], host: str, port: int, echo=print, api_key: Optional[str] = None,
-        trust_remote_code: bool = False, allowed_hosts: tuple[str, ...] = ()) -> None:
+        trust_remote_code: bool = False, allowed_hosts: tuple[str, ...] = (),
+        workspace: str = "tunelab-workspace") -> None:
     try:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
@@ -284,8 +493,11 @@ def run(paths: list[str], host: str, port: int, echo=print, api_key: Optional[st
     api_key = usable_key(api_key)
     refuse_open_without_key(host, api_key, "app")
     runs = open_runs(paths, trust_remote_code)
+    jobs = Jobs(Workspace(workspace))
     timeouts = Timeouts()
-    app = create_app(runs, api_key, check_host=is_loopback(host), timeouts=timeouts, allowed_hosts=allowed_hosts)
+    app = create_app(runs, api_key, check_host=is_loopback(host), timeouts=timeouts, allowed_hosts=allowed_hosts,
+                     jobs=jobs, trust_remote_code=trust_remote_code)
     key = " (open /?key=KEY once: the key is in $TUNELAB_API_KEY or --api-key)" if api_key else ""
-    echo(f"tunelab app: {len(runs)} run(s) on http://{host}:{port}{key} (models load on first use); Ctrl+C stops")
+    echo(f"tunelab app: workspace {jobs.workspace.root}, {len(runs)} more run(s), on http://{host}:{port}{key} "
+         "(models load on first use); Ctrl+C stops")
     uvicorn_server(app, host, port, timeouts).run()

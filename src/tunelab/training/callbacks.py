@@ -1,4 +1,5 @@
-"""Trainer callbacks: progress a person can read, a JSONL log, AdaLoRA's rank budget."""
+"""Trainer callbacks: progress a person can read, a progress file a program can, a JSONL log, AdaLoRA's
+rank budget."""
 
 from __future__ import annotations
 
@@ -133,6 +134,41 @@ class JsonlLogCallback(TrainerCallback):
             return
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+
+
+class ProgressFileCallback(TrainerCallback):
+    """Keep ``progress.json`` in the run folder saying where training stands: step, total steps, epoch,
+    samples/s and the ETA. Rewritten at most once every ``every`` seconds (and at the start and the end),
+    each time whole (written beside it, then renamed), so a reader never sees half of it."""
+
+    def __init__(self, path: Path, samples_per_step: int, every: float = 1.0):
+        self.path, self.samples_per_step, self.every = path, samples_per_step, every
+        self.started, self.first_step, self.written = 0.0, 0, 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started, self.first_step = time.perf_counter(), state.global_step
+        self._write(state, "training")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.perf_counter() - self.written >= self.every:
+            self._write(state, "training")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._write(state, "trained")
+
+    def _write(self, state, phase: str) -> None:
+        now = time.perf_counter()
+        self.written = now
+        steps_done = state.global_step - self.first_step
+        speed = steps_done * self.samples_per_step / (now - self.started) if now > self.started and steps_done else 0.0
+        remaining = (state.max_steps - state.global_step) * self.samples_per_step / speed if speed else None
+        progress = {"phase": phase, "step": state.global_step, "total_steps": state.max_steps,
+                    "epoch": round(state.epoch or 0.0, 4), "samples_per_second": round(speed, 2),
+                    "eta_seconds": None if remaining is None else round(remaining, 1),
+                    "elapsed_seconds": round(now - self.started, 1), "updated": time.time()}
+        partial = self.path.with_name(f".{self.path.name}.partial")
+        partial.write_text(json.dumps(progress), encoding="utf-8")
+        partial.replace(self.path)
 
 
 def trim_log(path: Path, last_step: int) -> None:

@@ -240,13 +240,13 @@ def training_arguments(cfg: TunelabConfig, run: RunDir, device: Device, has_eval
 def callbacks(cfg: TunelabConfig, run: RunDir, has_eval: bool) -> list:
     from transformers import EarlyStoppingCallback
 
-    from tunelab.training.callbacks import AdaLoraCallback, JsonlLogCallback, ProgressCallback
+    from tunelab.training.callbacks import AdaLoraCallback, JsonlLogCallback, ProgressCallback, ProgressFileCallback
 
     where = world()
     samples = cfg.train.batch_size * cfg.train.gradient_accumulation_steps * where.size
     found = [JsonlLogCallback(run.train_log_path)]
     if where.is_main:  # one progress line per step, not one per process
-        found.insert(0, ProgressCallback(samples))
+        found[:0] = [ProgressCallback(samples), ProgressFileCallback(run.progress_path, samples)]
     if cfg.method.name == "adalora":
         found.append(AdaLoraCallback())
     if has_eval and cfg.train.early_stopping_patience:
