@@ -41,6 +41,8 @@ def test_try_answers_with_every_model_and_latency(app_server):
     for o in outputs:
         label = o["output"].split(" ")[0]
         assert label in ("alpha", "beta", "gamma") and o["latency_ms"] > 0
+        assert set(o["probabilities"]) == {"alpha", "beta", "gamma"} and abs(sum(o["probabilities"].values()) - 1) < 1e-4
+        assert max(o["probabilities"], key=o["probabilities"].get) == label
 
 
 def test_bakeoff_folders_get_a_dashboard_but_nothing_to_try(tmp_path, app_server):

@@ -104,10 +104,14 @@ def test_the_whole_flow_in_the_browser(tmp_path, tiny_bert):
 
             # 5. try it: the probe on the frozen model and the tuned model answer the same text
             try_it(page, "tiny-intents", "my card was charged twice")
-            for model in ("base", "fine-tuned"):
+            for model in ("base", "fine-tuned"):  # a label, and probability bars for the likeliest labels
+                assert page.locator(f'tr[data-model="{model}"] .output .probs').count() == 3
                 assert page.text_content(f'tr[data-model="{model}"] .output').split(" ")[0] in ("billing", "shipping",
                                                                                                 "account")
             snap(page, tmp_path, "5-try")
+            for tab in ("data", "configure", "runs", "compare", "try", "ship"):
+                page.click(f"#tab-{tab}")
+                assert page.evaluate("document.documentElement.scrollWidth") <= 1280, tab
             page.click("#tab-dashboard")
             page.wait_for_selector("#dashboard table")
             browser.close()

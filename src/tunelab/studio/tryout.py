@@ -55,7 +55,8 @@ class RunModels:
             if hasattr(predict, "stream"):
                 yield from predict.stream(text)
             else:
-                yield predict(text)
+                answer = predict(text)
+                yield _label_text(answer) if isinstance(answer, dict) else answer
 
     def _timed(self, label: str, text: str) -> dict:
         try:
@@ -63,8 +64,12 @@ class RunModels:
         except TunelabError as err:  # a copy that cannot load says why in its own row; the others still answer
             return {"model": label, "output": f"cannot load: {printable(str(err))}", "latency_ms": None}
         start = time.perf_counter()
-        output = predict(text)
-        return {"model": label, "output": output, "latency_ms": round((time.perf_counter() - start) * 1000, 1)}
+        answer = predict(text)
+        latency = round((time.perf_counter() - start) * 1000, 1)
+        if isinstance(answer, dict):  # a classifier: the label, and every label's probability for the bars
+            return {"model": label, "output": _label_text(answer), "probabilities": answer["probabilities"],
+                    "latency_ms": latency}
+        return {"model": label, "output": answer, "latency_ms": latency}
 
     def _predictor(self, label: str):
         if label not in self.loaded:
@@ -79,7 +84,7 @@ class RunModels:
             return base_predictor(load_run(self.path, trust_remote_code=trust))
         loaded = load_run(self.path, None if label == "fine-tuned" else label, trust_remote_code=trust)
         if self.task == "classification":
-            return lambda text: _label_text(classify(loaded, [text])[0])
+            return lambda text: classify(loaded, [text])[0]
         return completer(loaded)
 
 
@@ -118,10 +123,9 @@ def base_predictor(loaded):
                                    [label2id[e["label"]] for e in train], len(loaded.labels),
                                    loaded.cfg.data.max_length)
 
-    def classify_base(text: str) -> str:
-        probs = probabilities([text])[0]
-        best = int(probs.argmax())
-        return f"{loaded.labels[best]} ({float(probs[best]):.3f})"
+    def classify_base(text: str) -> dict:
+        ranked = sorted(zip(loaded.labels, probabilities([text])[0].tolist()), key=lambda pair: -pair[1])
+        return {"label": ranked[0][0], "probabilities": {name: round(p, 6) for name, p in ranked}}
     return classify_base
 
 
