@@ -68,7 +68,9 @@ def test_stop_and_resume_over_http(studio, workspace):
 @pytest.mark.parametrize("body, status, says", [
     ({"name": "../x", "config": config()}, 400, "not a usable name"),
     ({"name": "r1", "config": config(data={"train": "/etc/passwd"})}, 400, "data.train: '/etc/passwd' is outside"),
-    ({"name": "r1", "config": config(train={"epochs": -1})}, 400, "invalid config studio/r1.yaml: train.epochs: -1 is invalid"),
+    ({"name": "r1", "config": config(train={"epochs": -1})}, 400, "invalid config submitted for r1: train.epochs: -1 is invalid"),
+    ({"name": "", "config": config()}, 400, "not a usable name"),
+    ({"name": "r1", "config": config(data={"train": "uploads/nope.jsonl"})}, 400, " uploads/nope.jsonl"),
     ({"name": "r1", "config": config(data={"train": "uploads/nope.jsonl"})}, 400, "invalid data: "),
     ({"name": "r1", "config": {"task": "classification"}}, 400, "data: "),
     ({"name": "r1", "config": "task: classification"}, 422, "config"),
@@ -92,7 +94,12 @@ def test_a_name_in_use_is_a_409_and_an_unknown_run_a_404(studio):
 def test_uploads_are_size_limited_named_and_listed(studio, workspace):
     rows = b'{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n'
     reply = httpx.post(studio.url + "/api/uploads", params={"name": "mine.jsonl"}, content=rows)
-    assert reply.status_code == 201 and reply.json() == {"name": "mine.jsonl", "path": "uploads/mine.jsonl", "bytes": len(rows)}
+    assert reply.status_code == 201 and reply.json() == {"name": "mine.jsonl", "path": "uploads/mine.jsonl",
+                                                         "bytes": len(rows), "replaced": False}
+    again = httpx.post(studio.url + "/api/uploads", params={"name": "mine.jsonl"}, content=rows)
+    assert again.json()["replaced"] is True
+    empty = httpx.post(studio.url + "/api/uploads", params={"name": "empty.jsonl"}, content=b"")
+    assert empty.status_code == 400 and "empty" in empty.json()["detail"]
     assert (workspace.uploads_dir / "mine.jsonl").read_bytes() == rows
     assert httpx.post(studio.url + "/api/uploads", params={"name": "big.jsonl"}, content=b"x" * 5000).status_code == 413
     assert httpx.post(studio.url + "/api/uploads", params={"name": "../x.jsonl"}, content=rows).status_code == 400
@@ -201,7 +208,7 @@ def test_a_finished_run_is_quantized_exported_and_downloaded(studio, workspace):
     assert zipfile.ZipFile(io.BytesIO(folder.content)).read("model.safetensors") == b"weights"
     assert httpx.get(studio.url + "/api/runs/r1/download", params={"artifact": "export/model-q8_0.gguf"}).content == b"GGUF"
     for bad in ("../../etc/passwd", "quantized/../../../etc/passwd", "/etc/passwd", "config.yaml", ""):
-        assert httpx.get(studio.url + "/api/runs/r1/download", params={"artifact": bad}).status_code == 400, bad
+        assert httpx.get(studio.url + "/api/runs/r1/download", params={"artifact": bad}).status_code == 404, bad
 
 
 
@@ -239,3 +246,15 @@ def test_pages_of_other_sites_cannot_change_anything(studio):
 def test_settings_that_reach_outside_the_workspace_are_refused(studio, tree, says):
     reply = httpx.post(studio.url + "/api/runs", json={"name": "r1", "config": tree})
     assert reply.status_code == 400 and says in reply.json()["detail"], reply.text
+
+
+def test_malformed_json_is_a_400_saying_so(studio):
+    reply = httpx.post(studio.url + "/api/runs", content=b'{"name": "r1", "config": {', headers={"Content-Type": "application/json"})
+    assert reply.status_code == 400 and reply.json()["detail"] == "body: not valid JSON"
+
+
+def test_the_presets_are_the_demos_settings(studio):
+    from tunelab.studies.demo import DEMOS
+
+    presets = httpx.get(studio.url + "/api/presets").json()["presets"]
+    assert presets["classification"] == DEMOS["classification"].config and set(presets) == {"classification", "causal_lm"}

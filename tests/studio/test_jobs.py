@@ -151,3 +151,15 @@ def test_a_name_is_used_once(jobs, workspace):
     (workspace.runs_dir / "from-the-cli").mkdir()
     with pytest.raises(NameTaken):
         jobs.submit("from-the-cli", config())
+
+
+def test_stopping_a_queued_step_of_a_complete_run_keeps_it_complete(jobs, workspace):
+    jobs.submit("r1", config())
+    jobs.start()
+    wait_for(jobs, "r1", ("complete",))
+    behave(workspace, long="hang")
+    start_training_until_stopped(jobs, workspace, "long")  # holds the queue, so the step below waits
+    jobs.add_action("r1", ["quantize", str(workspace.run_dir("r1")), "--method", "dynamic-int8"])
+    stopped = jobs.stop("r1")
+    assert stopped.status == "complete" and stopped.actions == [] and "cancelled" in stopped.message
+    jobs.stop("long")

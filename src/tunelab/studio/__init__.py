@@ -6,5 +6,6 @@ The modules, each importing only the ones before it:
   inside it;
 - ``jobs``: the queue that trains one run at a time in a child process, with stop and resume;
 - ``tryout``: a finished run's models (base, fine-tuned, quantized) answering a text side by side;
+- ``artifacts``: what a finished run hands over (adapter or model, merged, quantized copies, GGUF files);
 - ``app``: the FastAPI app (the page and its JSON API) and ``run``.
 """

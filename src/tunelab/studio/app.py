@@ -34,6 +34,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from html import escape
@@ -85,7 +86,7 @@ class ChatRequest(TryRequest):
 
 class NewRun(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(max_length=200)  # an empty or odd name is a 400 from check_name, with what a name may be
     config: dict[str, Any]
 
 
@@ -254,13 +255,16 @@ def key_check(api_key: Optional[str]):
     return authorized
 
 
-def refusal(err: TunelabError):
-    """A TunelabError as an HTTP answer: 404 for an unknown run, 409 for a name in use, 400 otherwise, the
-    detail holding the CLI's lines (``title: problem; problem``) and ``problems`` each line."""
+def refusal(err: TunelabError, workspace: Optional[Workspace] = None):
+    """A TunelabError as an HTTP answer: 404 for an unknown run or artifact, 409 for a name in use, 400
+    otherwise, the detail holding the CLI's lines (``title: problem; problem``) and ``problems`` each line.
+    Paths inside the workspace are shown relative to it, as the user gave them."""
     from fastapi.responses import JSONResponse
 
     status = 404 if isinstance(err, UnknownRun) else 409 if isinstance(err, NameTaken) else 400
     problems = [printable(p) for p in err.problems]
+    if workspace is not None:
+        problems = [p.replace(f"{workspace.root}{os.sep}", "") for p in problems]
     return JSONResponse({"detail": f"{err.title}: " + "; ".join(problems), "problems": problems}, status_code=status)
 
 
@@ -317,12 +321,14 @@ def create_app(runs: list[RunModels], api_key: Optional[str] = None, check_host:
     json_500(app)
     authorized = key_check(api_key)
     auth = [Depends(authorized)]
-    app.add_exception_handler(TunelabError, lambda _, err: refusal(err))
+    app.add_exception_handler(TunelabError, lambda _, err: refusal(err, jobs.workspace if jobs else None))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_, err: RequestValidationError):
         """One line naming the field (never the input back); text that is not Unicode is a 400."""
         first = err.errors()[0]
+        if first["type"] == "json_invalid":
+            return JSONResponse({"detail": "body: not valid JSON"}, status_code=400)
         where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
         status = 400 if first["type"] in UNICODE_ERRORS else 422
         return JSONResponse({"detail": printable(f"{where}: {first['msg']}")}, status_code=status)
@@ -356,6 +362,13 @@ def create_app(runs: list[RunModels], api_key: Optional[str] = None, check_host:
     @app.get("/api/builtins", dependencies=auth)
     def builtin_sources():
         return builtins()
+
+    @app.get("/api/presets", dependencies=auth)
+    def presets():
+        """Starting points for the form: the settings of ``tunelab demo`` for each task."""
+        from tunelab.studies.demo import DEMOS
+
+        return {"presets": {task: demo.config for task, demo in DEMOS.items()}}
 
     @app.post("/api/data/report", dependencies=auth)
     async def check_data(body: DataCheck):
@@ -424,9 +437,10 @@ def create_app(runs: list[RunModels], api_key: Optional[str] = None, check_host:
 
     @app.post("/api/uploads", dependencies=auth, status_code=201)
     async def upload(request: HttpRequest, name: str):
-        target = workspace().workspace.write_upload(name, await request.body())
+        replaced = (workspace().workspace.uploads_dir / check_name(name, "file name")).exists()
+        target = jobs.workspace.write_upload(name, await request.body())
         return {"name": target.name, "path": str(target.relative_to(jobs.workspace.root)),
-                "bytes": target.stat().st_size}
+                "bytes": target.stat().st_size, "replaced": replaced}
 
     pending = [0]  # tries waiting or running: models answer one at a time, so a queue is all more would add
     tries = ThreadPoolExecutor(max_workers=MAX_PENDING_TRIES, thread_name_prefix="tunelab-try")

@@ -8,8 +8,12 @@ import zipfile
 from pathlib import Path
 from typing import Iterator
 
-from tunelab.errors import TunelabError
 from tunelab.rundir import RunDir
+from tunelab.studio.jobs import UnknownRun
+
+
+class UnknownArtifact(UnknownRun):
+    title = "no such artifact"
 
 
 def artifacts(root: Path) -> dict[str, Path]:
@@ -43,7 +47,7 @@ def artifact(root: Path, name: str) -> Path:
     """The file or folder of artifact ``name``; only a listed name is one."""
     found = artifacts(root)
     if name not in found:
-        raise TunelabError(f"artifact: {name!r} is not one of this run's ({', '.join(found) or 'none yet'})")
+        raise UnknownArtifact(f"artifact: {name!r} is not one of this run's ({', '.join(found) or 'none yet'})")
     return found[name]
 
 

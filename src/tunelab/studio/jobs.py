@@ -37,8 +37,8 @@ STATUSES = ("queued", "running", "complete", "failed", "stopped")
 LOCAL_TRACKERS = ("tensorboard", "none")  # train.report_to values that stay in the run folder
 ACTIONS = ("quantize", "export")  # what a finished run may queue: `tunelab quantize RUN ...`, `tunelab export RUN ...`
 LOG_TAIL_LINES = 20
-CHILD_ENV = {"PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-             "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"}
+CHILD_ENV = {"PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+             "TOKENIZERS_PARALLELISM": "false"}
 
 
 @dataclass
@@ -80,7 +80,7 @@ class Jobs:
         """The submitted config ``tree`` confined to the workspace, and validated; what the studio refuses to
         run (model code, pickle weights) raises like an invalid config."""
         tree = self.workspace.confine(tree, name)
-        cfg = from_dict(tree, name=name, source=f"studio/{name}.yaml")
+        cfg = from_dict(tree, name=name, source=f"submitted for {name}")
         problems = [f"model.{key}: the studio does not run code that comes with a model; train such a model with "
                     "tunelab train on the command line" for key in ("trust_remote_code", "allow_pickle_weights")
                     if getattr(cfg.model, key)]
@@ -92,7 +92,7 @@ class Jobs:
             problems.append(f"train.report_to: {', '.join(elsewhere)} would send the run outside this machine or "
                             f"read credentials; the studio reports to {' or '.join(LOCAL_TRACKERS)}")
         if problems:
-            raise ConfigError(problems, title=f"invalid config studio/{name}.yaml")
+            raise ConfigError(problems, title=f"invalid config submitted for {name}")
         return tree, cfg
 
     def submit(self, name: str, tree: dict[str, Any]) -> Job:
@@ -136,7 +136,11 @@ class Jobs:
     def stop(self, name: str) -> Job:
         with self.lock:
             job = self._get(name)
-            if job.status == "queued":
+            if job.status == "queued" and job.actions and RunDir(self.workspace.run_dir(name)).is_complete:
+                job.status, job.message = "complete", f"cancelled before it started: {job.actions[0][0]}"
+                job.actions.clear()  # the trained run stays as it was
+                self._save(job)
+            elif job.status == "queued":
                 job.status, job.message = "stopped", "stopped before it started"
                 self._save(job)
             elif job.status == "running" and self.current is job:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.errors import ConfigError, TunelabError
+from tunelab.models.resolve import BUILTIN_MODELS
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")  # the hub's names: at most 96 each
@@ -141,8 +142,9 @@ class Workspace:
     def _model_source(self, given: Any, key: str) -> str:
         """A built-in, a local folder inside the workspace, or a hub id (``org/name``) that names no folder."""
         if isinstance(given, str) and given.startswith("builtin:"):
-            if not NAME.fullmatch(given.split(":", 1)[1]):
-                raise ConfigError(f"{key}: {printable_name(given)} is not a built-in model's name")
+            if given.split(":", 1)[1] not in BUILTIN_MODELS:
+                raise ConfigError(f"{key}: {printable_name(given)} is not a built-in model; they are "
+                                  + ", ".join(f"builtin:{name}" for name in BUILTIN_MODELS))
             return given
         if isinstance(given, str) and HUB_ID.fullmatch(given) and ".." not in given \
                 and not self._exists(self.root / given) and not self._exists(given):
@@ -171,6 +173,8 @@ class Workspace:
         check_name(filename, "file name")
         if not filename.lower().endswith(UPLOAD_SUFFIXES):
             raise TunelabError(f"file name: {filename} must end in one of {', '.join(UPLOAD_SUFFIXES)}")
+        if not body:
+            raise TunelabError(f"{filename}: the file is empty")
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
         target = self.uploads_dir / filename
         handle, partial = tempfile.mkstemp(prefix=f".{filename}.", suffix=".partial", dir=self.uploads_dir)
