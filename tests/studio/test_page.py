@@ -56,10 +56,11 @@ def test_the_whole_flow_in_the_browser(tmp_path, tiny_bert):
             page.on("request", lambda r: None if r.url.startswith(server.url) else outside.append(r.url))
             page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
             page.goto(server.url)
-            page.wait_for_selector("#runs-empty")
+            page.wait_for_selector("#data:not(.hidden)")  # no runs yet: the page opens on step 1
+            page.wait_for_function("() => document.querySelector('#data-source').value === "
+                                   "'builtin:support_intents/train.jsonl'")  # the classification preset's data
 
             # 1. data: upload, point at the tiny model, check
-            page.click("#tab-data")
             page.set_input_files("#file", str(data))
             page.click("#upload")
             page.wait_for_function("() => document.querySelector('#data-status').textContent.startsWith('saved')")
@@ -93,7 +94,8 @@ def test_the_whole_flow_in_the_browser(tmp_path, tiny_bert):
                                    timeout=600_000)
             assert page.locator("#loss-chart circle").count() >= 2
             assert page.locator("#eval-chart circle").count() >= 2
-            assert page.locator("#loss-chart text").count() >= 10  # tick labels on both axes
+            assert page.locator('#loss-chart text[text-anchor="end"]').count() >= 3  # y tick labels
+            assert page.locator('#loss-chart text[text-anchor="middle"]').count() >= 4  # x tick labels and the axis name
             metrics = page.text_content("#detail-metrics")
             assert "accuracy" in metrics and "[" in metrics
             snap(page, tmp_path, "3-run")

@@ -189,7 +189,8 @@ class TrainSection(Section):
     gradient_accumulation_steps: int = Field(1, ge=1)
     """Forward passes per optimizer step; the global batch is batch_size x this x processes."""
     learning_rate: float = Field(2.0e-4, gt=0)
-    """Peak learning rate (try 5e-4 for LoRA on small models, 2e-5 to 5e-5 for full fine-tuning)."""
+    """Peak learning rate. LoRA: 2e-4 to 1e-3 on LLMs; a small classifier whose head starts from scratch
+    needs more (the MiniLM demo trains at 2e-3). Full fine-tuning: 2e-5 to 5e-5."""
     weight_decay: float = Field(0.0, ge=0)
     """AdamW weight decay."""
     warmup_ratio: float = Field(0.06, ge=0, lt=1)

@@ -176,8 +176,10 @@ class Catalog:
 
     def entry(self, name: str) -> dict[str, Any]:
         status = self.status(name)
-        entry = {"name": name, "status": status, "task": None, "method": None, "model": None, "metrics": None,
-                 "models": [], "source": "given" if name in self.given else "workspace"}
+        queued = self.jobs is not None and name in self.jobs.names()
+        entry = {"name": name, "status": status, "stage": self.jobs.get(name).stage if queued else None,
+                 "task": None, "method": None, "model": None, "metrics": None, "models": [],
+                 "source": "given" if name in self.given else "workspace"}
         if name in self.given and self.given[name].task not in ("classification", "causal_lm"):
             entry["task"] = self.given[name].task  # a bake-off or sweep folder
         else:
