@@ -353,6 +353,7 @@ def test_app_chat_tab_in_headless_chromium(app_server):
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                                           "--disable-component-update", "--disable-sync", "--no-first-run"])
         page = browser.new_page()
+        page.set_default_timeout(180_000)  # a busy CPU is slow, not wrong
         page.goto(app_server.url)
         page.wait_for_selector("#run option", state="attached")
         page.click("#tab-try")

@@ -89,6 +89,7 @@ def test_the_page_in_headless_chromium(app_server, tmp_path):
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                                           "--disable-component-update", "--disable-sync", "--no-first-run"])
         page = browser.new_page()
+        page.set_default_timeout(180_000)  # a busy CPU is slow, not wrong
         page.on("request", lambda r: None if r.url.startswith(server.url) else outside.append(r.url))
         page.goto(server.url)
         page.wait_for_selector("#run option", state="attached")
