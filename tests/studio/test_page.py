@@ -102,8 +102,9 @@ def test_the_whole_flow_in_the_browser(tmp_path, tiny_bert):
             snap(page, tmp_path, "3-run")
 
             # 4. compare
+            # the run list polls on its own clock: the table fills in once it has seen the run complete
             page.click("#tab-compare")
-            assert "tiny-intents" in page.text_content("#compare-table")
+            page.wait_for_function("() => document.querySelector('#compare-table tbody').textContent.includes('tiny-intents')")
 
             # 5. try it: the probe on the frozen model and the tuned model answer the same text
             try_it(page, "tiny-intents", "my card was charged twice")
