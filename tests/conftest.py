@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 # The studio's fixtures (a stand-in training child, a workspace with data), for tests/studio/.
-pytest_plugins = ["studio_support"]
+pytest_plugins = ["studio_support", "example_support"]
 
 # Nothing in the tests may reach the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,14 +1,20 @@
-"""Step 1: the ticket data: gather it, check every row, split it, tokenize it, report on it.
+"""Step 1: the data of both models: gather it, check every row, split it, tokenize it, report on it.
 
     python data_prep.py                                  # tunelab's built-in support tickets (10 queues)
     python data_prep.py --data ../../../shared/data/banking77   # BANKING77 (77 queues): a folder with
                                                          #   train.csv and test.csv, columns text,category
     python data_prep.py --data my_tickets.csv --text-column body --label-column team
+    python data_prep.py data.max_rows=300 --drafter-set data.max_rows=100   # router and drafter settings
 
-Writes models/data/{train,test}.jsonl ({"text", "label"} per line), then runs `tunelab prepare` on
+Router: writes models/data/{train,test}.jsonl ({"text", "label"} per line), then runs `tunelab prepare` on
 them: every bad row is reported with its file and line, duplicates are removed, a validation split is
 taken from train (stratified, seeded), test rows that also occur in train are counted (leakage), and the
 summary shows rows per split, label counts and token lengths.
+
+Drafter: its data is tunelab's built-in support replies (the data section of the repository's
+configs/support-replies-smollm2.yaml, which the drafter's config reads): customer messages over the same
+10 intents, each with the reply in the shop's house style. It is checked and tokenized with SmolLM2's chat
+template the same way; its report shows how many tokens the loss sees (the replies only).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import json
 import sys
 from pathlib import Path
 
-from project import DATA, config, main_guard
+from project import DATA, add_overrides, config, drafter_config, main_guard, timed
 
 from tunelab.data import prepare
 from tunelab.data.builtin import builtin_data_path
@@ -31,8 +37,7 @@ from tunelab.rundir import read_json
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="config settings, e.g. data.max_rows=300 model.name=bert-base-uncased")
+    add_overrides(parser)
     parser.add_argument("--data", help="a CSV/JSONL file (train only; test is split off) or a folder with "
                                        "train.csv and test.csv (default: the built-in support tickets)")
     parser.add_argument("--text-column", default="text", help="column holding the ticket text (default text)")
@@ -81,10 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def body():
-        splits = gather(args)
-        write(splits)
-        run_dir = prepare.run(config(args.overrides))
-        print(summary_text(read_json(run_dir / "data_report.json")))
+        with timed("data_prep.py"):
+            splits = gather(args)
+            write(splits)
+            run_dir = prepare.run(config(args.overrides))
+            print(summary_text(read_json(run_dir / "data_report.json")))
+            print("\nthe drafter's data (built-in support replies):")
+            run_dir = prepare.run(drafter_config(args.drafter_set))
+            print(summary_text(read_json(run_dir / "data_report.json")))
         print("next: python train.py")
 
     return main_guard(body)

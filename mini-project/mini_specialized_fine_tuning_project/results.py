@@ -1,34 +1,40 @@
-"""Step 6: write the measured results and the error analysis into README.md.
+"""Step 6: write the measured results of both models and the router's error analysis into README.md.
 
     python results.py              # rewrites the part of README.md between the results markers
     python results.py --print      # print it instead
 
-Everything in that section is computed from the run folder (data_report.json, metrics.json, eval.json,
-predictions.jsonl, quantization.json): nothing is typed in, so rerunning the pipeline and this script
-keeps the README true.
+Everything in that section is computed from the run folders models/ticket-router/ and
+models/ticket-drafter/ (data_report.json, metrics.json, eval.json, predictions.jsonl, quantization.json)
+and from models/timings.json, where each script records how long its steps took: nothing is typed in, so
+rerunning the pipeline and this script keeps the README true. The drafter's sections say which step to
+run when its files are missing.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 from collections import Counter
+from pathlib import Path
 
-from project import README, RUN, require
+from project import DRAFTER, README, ROUTER, TIMINGS, drafter_copy, house_style, require, ticket_of
 
+from tunelab.evaluation.measure import TIMED_NEW_TOKENS
 from tunelab.machine import cpu_description
-from tunelab.rundir import read_json
+from tunelab.rundir import read_json, read_jsonl
 from tunelab.tables import markdown_table, replace_marked
 
 THRESHOLDS = (0.5, 0.7, 0.9)
+SHOWN_DRAFTS = 2
+STEPS = ("data_prep.py", "train.py: router", "train.py: drafter", "evaluate.py: router", "evaluate.py: drafter",
+         "quantize.py: router", "quantize.py: drafter", "inference.py")
 
 
-def load() -> dict:
-    run = {name: read_json(RUN / f"{name}.json") for name in ("data_report", "metrics", "eval")}
-    run["predictions"] = [json.loads(line) for line in (RUN / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
-    quantization = RUN / "quantization.json"
+def load(folder: Path = ROUTER) -> dict:
+    run = {name: read_json(folder / f"{name}.json") for name in ("data_report", "metrics", "eval")}
+    run["predictions"] = read_jsonl(folder / "predictions.jsonl")
+    quantization = folder / "quantization.json"
     run["quantization"] = read_json(quantization) if quantization.exists() else None
     return run
 
@@ -47,12 +53,21 @@ def data_and_training(run: dict) -> str:
             f"validation accuracy {m['best_eval_metric']:.4f}.")
 
 
+def metric_rows(report: dict) -> list[list]:
+    """One row per metric of an eval report: base, tuned, and the difference with its 95% CI."""
+    return [[name, r["base"], r["tuned"], f"{r['delta']:+.4f} [{r['ci95'][0]:+.4f}, {r['ci95'][1]:+.4f}]"]
+            for name, r in report["metrics"].items()]
+
+
 def scores(run: dict) -> str:
     e = run["eval"]
-    rows = [[name, r["base"], r["tuned"], f"{r['delta']:+.4f} [{r['ci95'][0]:+.4f}, {r['ci95'][1]:+.4f}]"]
-            for name, r in e["metrics"].items()]
+    rows = metric_rows(e)
     return (f"**Base vs fine-tuned** (`python evaluate.py`, {e['examples']:,} test tickets; base: {e['base']}):\n\n"
             + markdown_table(["metric", "base", "fine-tuned router", "difference [95% CI]"], rows))
+
+
+def threads(report: dict) -> str:
+    return f"{report['threads']} thread" + ("" if report["threads"] == 1 else "s")
 
 
 def deployment(run: dict) -> str:
@@ -61,7 +76,7 @@ def deployment(run: dict) -> str:
         return "**Deployment:** run `python quantize.py` to measure the quantized copies."
     rows = [[r["variant"], r["disk_mb"], r["latency_ms"]["1"], r["latency_ms"]["8"], r["metric_value"],
              r.get("agreement")] for r in q["rows"] if "error" not in r]
-    return (f"**Deployment** (`python quantize.py`; median latency on {q['machine']}, {q['threads']} threads):\n\n"
+    return (f"**Deployment** (`python quantize.py`; median latency on {q['machine']}, {threads(q)}):\n\n"
             + markdown_table(["copy", "disk MiB", "1 ticket ms", "8 tickets ms", "accuracy", "routes like fp32"], rows))
 
 
@@ -134,13 +149,100 @@ def next_steps(run: dict, err: dict, conf: list[dict]) -> str:
             alone = ("" if single["variant"] == fastest["variant"] else
                      f" ({single['variant']} was faster for a single ticket: {single['latency_ms']['1']:.1f} vs "
                      f"{fastest['latency_ms']['1']:.1f} ms)")
-            tips.append(f"- For CPU serving, the merged fp32 model was the fastest copy for batches of 8 tickets{alone}; "
-                        "the quantized copies mainly save memory.")
+            tips.append(f"- For CPU serving, the merged fp32 model was the fastest copy for batches of 8 "
+                        f"tickets{alone}; the quantized copies mainly save memory.")
         else:
-            tips.append(f"- For CPU serving, {fastest['variant']} was the fastest copy ({fastest['latency_ms']['8']:.1f} "
-                        f"ms for 8 tickets) and routes {fastest.get('agreement', 1):.1%} of tickets like fp32, at "
+            tips.append(f"- For CPU serving, {fastest['variant']} was the fastest copy "
+                        f"({fastest['latency_ms']['8']:.1f} ms for 8 tickets) and routes "
+                        f"{fastest.get('agreement', 1):.1%} of tickets like fp32, at "
                         f"{fastest.get('metric_change', 0):+.4f} accuracy.")
     return "**What would help next** (derived from the numbers above):\n\n" + "\n".join(tips)
+
+
+def drafter_training(run: dict) -> str:
+    d, m = run["data_report"], run["metrics"]
+    splits = ", ".join(f"{s['examples']:,} {name}" for name, s in d["splits"].items())
+    return (f"**Drafter training** (`python train.py`): {m['method']} on {d['tokenizer']}, {splits} messages with "
+            f"their replies; {m['trainable_params']:,} of {m['total_params']:,} parameters trained "
+            f"({m['trainable_percent']:.2f}%), {m['steps']} steps in {m['train_seconds']:.0f} s on {m['device']}, "
+            f"peak RSS {m['peak_rss_mb']:.0f} MiB, adapter {m['artifact_size_mb']:.2f} MiB; final training loss "
+            f"{m['final_train_loss']:.4f}.")
+
+
+def drafter_scores(run: dict) -> str:
+    e = run["eval"]
+    rows = metric_rows(e)
+    style = house_style(run["predictions"])
+    style_text = "" if style is None else (
+        f"\n\nHouse style: {style['tuned']} of {style['examples']} fine-tuned drafts open with "
+        f"\"{style['opening']}\" and end with \"{style['closing']}\" as every reference reply does, against "
+        f"{style['base']} of the base model's.")
+    return (f"**Drafter: base vs fine-tuned** (`python evaluate.py`, {e['examples']:,} held-out messages; base: "
+            f"{e['base']}; greedy drafts of at most {e['settings']['max_new_tokens']} tokens scored against the "
+            "reference replies, perplexity of those replies; lower is better for perplexity and mean_loss):\n\n"
+            + markdown_table(["metric", "base", "fine-tuned drafter", "difference [95% CI]"], rows) + style_text)
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def drafts(run: dict) -> str:
+    shown = run["predictions"][:SHOWN_DRAFTS]
+    blocks = [f"{i}. Ticket: _{one_line(ticket_of(p['input']))}_\n   - reference: {one_line(p['reference'])}\n"
+              f"   - base: {one_line(p['base_output'])}\n   - fine-tuned drafter: {one_line(p['tuned_output'])}"
+              for i, p in enumerate(shown, start=1)]
+    return (f"**Drafts side by side** (the first {len(shown)} test messages; all {len(run['predictions'])} are in "
+            "models/ticket-drafter/predictions.jsonl):\n\n" + "\n".join(blocks))
+
+
+def drafter_pick(q: dict | None) -> str:
+    """Which copy `python inference.py` drafts with by default, and why: project.drafter_copy, the choice
+    inference.py itself makes, applied to the drafter run's quantization.json."""
+    pick = drafter_copy(q)
+    return f"`python inference.py` drafts with **{pick['name']}**: {pick['why']}."
+
+
+def drafter_deployment(run: dict) -> str:
+    q = run["quantization"]
+    if q is None:
+        return ("**Drafter deployment:** run `python quantize.py` to measure the drafter's CPU copies.\n\n"
+                + drafter_pick(q))
+    rows = [[r["variant"], r["disk_mb"], r["weights_mb"], r["latency_ms"]["1"], r["latency_ms"]["8"],
+             r["throughput"], r["metric_value"], r.get("agreement")] for r in q["rows"] if "error" not in r]
+    failed = [f"{r['variant']} ({r['error']})" for r in q["rows"] if "error" in r]
+    examples = f"the first {q['examples']}" if "examples" in q else "the"
+    return (f"**Drafter deployment** (`python quantize.py`; median latency of {TIMED_NEW_TOKENS} generated tokens "
+            f"on {q['machine']}, {threads(q)}; perplexity on {examples} test messages; bf16 is the fp32 "
+            "model cast when loaded, nothing saved):\n\n"
+            + markdown_table(["copy", "disk MiB", "weights MiB", "1 reply ms", "8 replies ms", "tokens/s at 8",
+                              "perplexity", "tokens like fp32"], rows)
+            + (f"\n\nFailed to measure: {'; '.join(failed)}." if failed else "")
+            + "\n\n" + drafter_pick(q))
+
+
+def drafter_sections() -> list[str]:
+    if not (DRAFTER / "eval.json").exists():
+        trained = (DRAFTER / "COMPLETE").exists()
+        step = "evaluate.py --only drafter" if trained else "train.py --only drafter"
+        missing = f"**Drafter:** run `python {step}` (and the steps after it) to measure the reply drafter."
+        if not trained:
+            return [missing]
+        q = DRAFTER / "quantization.json"  # a trained drafter already writes drafts: say with which copy
+        return [missing, drafter_pick(read_json(q) if q.exists() else None)]
+    run = load(DRAFTER)
+    return [drafter_training(run), drafter_scores(run), drafts(run), drafter_deployment(run)]
+
+
+def timings() -> str | None:
+    if not TIMINGS.exists():
+        return None
+    times = read_json(TIMINGS)
+    steps = [s for s in STEPS if s in times] + sorted(set(times) - set(STEPS))
+    rows = [[step, f"{times[step]:.0f}", f"{times[step] / 60:.1f}"] for step in steps]
+    rows.append(["all", f"{sum(times[s] for s in steps):.0f}", f"{sum(times[s] for s in steps) / 60:.1f}"])
+    return ("**Time per step** (the last run of each on this machine, Python start-up excluded; a first run also "
+            "holds SmolLM2's download):\n\n" + markdown_table(["step", "seconds", "minutes"], rows))
 
 
 def section() -> str:
@@ -148,9 +250,10 @@ def section() -> str:
     error_text, err = errors(run)
     conf_text, conf = confidence(run)
     stamp = (f"_Generated by `python results.py` on {datetime.date.today().isoformat()} ({cpu_description()}) "
-             "from models/ticket-router/._")
-    return "\n\n".join([stamp, data_and_training(run), scores(run), deployment(run), error_text, conf_text,
-                        next_steps(run, err, conf)])
+             "from models/ticket-router/ and models/ticket-drafter/._")
+    router = ["### The router", data_and_training(run), scores(run), deployment(run), error_text, conf_text,
+              next_steps(run, err, conf)]
+    return "\n\n".join([stamp, *router, "### The drafter", *drafter_sections(), *filter(None, [timings()])])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--print", action="store_true", help="print the section instead of writing README.md")
     args = parser.parse_args(argv)
-    require(RUN / "eval.json", "evaluate.py")
+    require(ROUTER / "eval.json", "evaluate.py")
     text = section()
     if args.print:
         print(text)

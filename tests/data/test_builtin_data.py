@@ -115,3 +115,39 @@ def test_data_cards_exist():
         assert "Made by" in card and "Limits" in card
     card = (BUILTIN_DATA_DIR / "support_instructions" / "CARD.md").read_text()
     assert SIGN_OFF in card and all(policy in card for policy in POLICIES.values())
+
+
+def test_tickets_are_a_harder_set_with_honest_splits_and_a_little_label_noise():
+    from tunelab.data.builtin import support_tickets
+    from tunelab.data.builtin_ticket_templates import FAMILIES, TICKET_INTENTS
+
+    splits = {name: read(f"support_tickets/{name}.jsonl") for name in ("train", "validation", "test")}
+    assert splits == support_tickets()
+    assert len(TICKET_INTENTS) >= 30 and len(splits["validation"]) >= 300 and len(splits["test"]) >= 300
+    for name in ("validation", "test"):  # clean and balanced
+        assert set(Counter(r["label"] for r in splits[name]).values()) == {10}
+    texts = {name: {r["text"].lower() for r in rows} for name, rows in splits.items()}
+    assert not texts["train"] & texts["validation"] and not texts["train"] & texts["test"]
+    assert not texts["validation"] & texts["test"]
+    # the training labels that differ from the generator's are look-alikes of the same family, about 3%
+    family = {intent: name for name, members in FAMILIES.items() for intent in members}
+    assert sorted(family) == sorted(TICKET_INTENTS)
+    clean = support_tickets(mislabelled=0.0)
+    assert [r["text"] for r in clean["train"]] == [r["text"] for r in splits["train"]]
+    slips = [(c["label"], r["label"]) for c, r in zip(clean["train"], splits["train"]) if c["label"] != r["label"]]
+    assert len(slips) == round(0.03 * len(splits["train"]))
+    assert all(family[true] == family[given] for true, given in slips)
+    counts = Counter(r["label"] for r in splits["train"])
+    assert len(counts) == len(TICKET_INTENTS) and min(counts.values()) >= 50
+    # most tickets also mention a look-alike's topic, so a keyword cannot decide the label
+    mentioning = [r for r in splits["test"] if any(_mentions(r["text"], other) for other in TICKET_INTENTS
+                                                   if other != r["label"] and family[other] == family[r["label"]])]
+    assert len(mentioning) > len(splits["test"]) / 2
+
+
+def _mentions(text: str, intent: str) -> bool:
+    """Whether ``text`` holds one of ``intent``'s background sentences, whole (its slots filled with anything)."""
+    from tunelab.data.builtin_ticket_templates import MENTIONS
+
+    patterns = [re.escape(m).replace(r"\{", "{").replace(r"\}", "}") for m in MENTIONS[intent]]
+    return any(re.search(re.sub(r"\{\w+\}", ".+?", p), text) for p in patterns)

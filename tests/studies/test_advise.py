@@ -16,6 +16,13 @@ def rows(prompting, retrieval, tuned):
             for a, q in (("prompting", prompting), ("retrieval", retrieval), ("fine-tuning", tuned))]
 
 
+def test_rule_orders_few_shot_between_prompting_and_retrieval():
+    four = rows(0.50, 0.94, 0.95)[:1] + [{"approach": "few-shot", "quality": 0.94, "metric": "rougeL"}] + rows(
+        0.50, 0.94, 0.95)[1:]
+    rec = recommend(four, 0.02)
+    assert rec["approach"] == "few-shot" and "prompting < few-shot < retrieval < fine-tuning" in rec["rule"]
+
+
 def test_rule_prefers_the_simplest_approach_within_tolerance():
     assert recommend(rows(0.50, 0.94, 0.95), 0.02)["approach"] == "retrieval"
     assert recommend(rows(0.50, 0.80, 0.95), 0.02)["approach"] == "fine-tuning"
@@ -43,5 +50,18 @@ def test_advise_causal(tmp_path, tiny_llama, run_cli):
     code, out, err = run_cli("advise", config, "--out", tmp_path / "adv")
     assert code == 0, err
     report = json.loads((tmp_path / "adv" / "advise.json").read_text())
-    prompting, retrieval, _ = report["approaches"]
-    assert retrieval["prompt_tokens"] > prompting["prompt_tokens"]  # few-shot context costs tokens
+    assert [r["approach"] for r in report["approaches"]] == ["prompting", "few-shot", "retrieval", "fine-tuning"]
+    prompting, few_shot, retrieval, tuned = report["approaches"]
+    assert few_shot["prompt_tokens"] > prompting["prompt_tokens"]  # example turns cost tokens at every request
+    assert retrieval["prompt_tokens"] > prompting["prompt_tokens"]
+    assert tuned["prompt_tokens"] == prompting["prompt_tokens"]
+    assert "examples" in few_shot["what"] and "nearest" in retrieval["what"]
+
+
+def test_example_turns_go_after_the_system_message():
+    from tunelab.studies.advise import with_examples
+
+    shots = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    system = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    assert [m["role"] for m in with_examples(system, shots)] == ["system", "user", "assistant", "user"]
+    assert with_examples(system[1:], shots) == shots + system[1:]

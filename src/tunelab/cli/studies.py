@@ -102,7 +102,7 @@ STUDY_COMMANDS: dict[str, Command] = {
     "bakeoff": Command("train several methods on the same data and budget; compare memory, time, quality",
                        _bakeoff_arguments, _bakeoff),
     "sweep": Command("try a grid of settings and recommend one, with the evidence", _sweep_arguments, _sweep),
-    "advise": Command("prompting vs retrieval vs fine-tuning on your data, with a recommendation",
+    "advise": Command("zero-shot, few-shot and retrieval vs fine-tuning on your data, with a recommendation",
                       _advise_arguments, _advise),
     "report": Command("one self-contained HTML (or Markdown) report of runs, bake-offs and sweeps",
                       _report_arguments, _report),

@@ -1,10 +1,14 @@
 """tunelab's built-in data: synthetic customer-support messages the project writes itself.
 
-Two datasets ship inside the package (regenerate with ``python -m tunelab.data.builtin``;
+Three datasets ship inside the package (regenerate with ``python -m tunelab.data.builtin``;
 a test checks the shipped files equal what this module writes):
 
 - ``support_intents``: customer messages labelled with one of 10 intents, ``train.jsonl`` and a
   separate ``test.jsonl`` whose texts never occur in train.
+- ``support_tickets``: the harder classification set, 32 fine-grained intents in families of look-alikes
+  (``builtin_ticket_templates.py``) with ``train.jsonl`` (3% of its rows carry a look-alike's label, as
+  annotators' slips do), ``validation.jsonl`` and ``test.jsonl`` of 320 rows each, none of whose texts occur
+  in another split.
 - ``support_instructions``: customer messages answered in one house style (greeting, the order
   number and product echoed, the shop's fixed policies, one next step, a fixed sign-off), Alpaca
   fields ``instruction`` (always the same), ``input``, ``output``; ``train.jsonl`` and a separate
@@ -30,10 +34,14 @@ from tunelab.data.builtin_replies import (
     order_number,
 )
 from tunelab.data.builtin_templates import CLOSERS, CONTEXTS, INTENTS, OPENERS, SLOTS
+from tunelab.data.builtin_ticket_templates import FAMILIES, MENTIONS, TICKET_INTENTS
 
 BUILTIN_DATA_DIR = Path(__file__).resolve().parent.parent / "builtin_data"
 INTENT_TRAIN_PER_LABEL = 80
 INTENT_TEST_PER_LABEL = 20
+TICKETS_PER_LABEL = {"train": 60, "validation": 10, "test": 10}
+TICKET_MISLABELLED = 0.03
+TICKET_MENTION_SHARE = 2 / 3
 INSTRUCTION_TRAIN_PER_INTENT = 32
 INSTRUCTION_TEST_PER_INTENT = 5
 SEED = 20261129
@@ -55,6 +63,9 @@ def _fill(template: str, rng: random.Random, chosen: dict[str, str] | None = Non
 
     def one(match: re.Match) -> str:
         slot = match.group(1)
+        if slot.startswith("other_"):  # a second value of the slot, never the first one again
+            base = slot.removeprefix("other_")
+            return rng.choice([v for v in SLOTS[base] if v != chosen.get(base)])
         if slot not in chosen:
             value = rng.choice(SLOTS[slot])
             chosen[slot] = value.format(n=rng.randint(10000, 99999)) if slot == "order" else value
@@ -122,6 +133,43 @@ def support_intents() -> dict[str, list[dict]]:
     return splits
 
 
+def support_tickets(mislabelled: float = TICKET_MISLABELLED) -> dict[str, list[dict]]:
+    """Train, validation and test rows of ``support_tickets``, balanced per intent, no text in two splits.
+
+    A seeded ``mislabelled`` share (3%) of the training rows get the label of another intent of the same family: real training
+    sets carry such slips, and a method that memorises them pays for it on the clean validation and test rows.
+    """
+    rng = random.Random(SEED + 2)
+    splits: dict[str, list[dict]] = {name: [] for name in TICKETS_PER_LABEL}
+    seen: set[str] = set()
+    family = {intent: members for members in FAMILIES.values() for intent in members}
+    for intent, templates in TICKET_INTENTS.items():
+        texts: list[str] = []
+        while len(texts) < sum(TICKETS_PER_LABEL.values()):
+            text = _with_mention(customer_message(intent, rng, template=rng.choice(templates)), intent, family, rng)
+            if text.lower() not in seen:
+                seen.add(text.lower())
+                texts.append(text)
+        start = 0
+        for name, count in TICKETS_PER_LABEL.items():
+            splits[name] += [{"text": t, "label": intent} for t in texts[start:start + count]]
+            start += count
+    slips = random.Random(SEED + 3)  # its own generator: the texts and their order do not depend on the noise
+    for row in slips.sample(splits["train"], round(mislabelled * len(splits["train"]))):
+        row["label"] = slips.choice([other for other in family[row["label"]] if other != row["label"]])
+    for rows in splits.values():
+        rng.shuffle(rows)
+    return splits
+
+
+def _with_mention(message: str, intent: str, family: dict[str, list[str]], rng: random.Random) -> str:
+    """Two in three tickets also mention a look-alike intent's topic, in a sentence that asks for nothing."""
+    if rng.random() >= TICKET_MENTION_SHARE:
+        return message
+    mention = _fill(rng.choice(MENTIONS[rng.choice([i for i in family[intent] if i != intent])]), rng)
+    return f"{mention} {message}" if rng.random() < 0.5 else f"{message} {mention}"
+
+
 def _reply_pair(intent: str, rng: random.Random) -> dict | None:
     """One message and its house-style reply; None when a typo hit a number the reply repeats."""
     template = rng.choice(INTENTS[intent])
@@ -179,6 +227,30 @@ Synthetic customer-support messages, each labelled with one of {n_labels} intent
   it say how a method behaves, not how it will do on real tickets: use your own data for that.
 """
 
+TICKET_CARD = """# support_tickets (built into tunelab)
+
+The harder built-in classification set: synthetic customer-support messages, each labelled with one
+of {n_labels} fine-grained intents in {n_families} families of look-alikes:
+{families}
+
+- **Made by**: `tunelab/data/builtin.py` from the hand-written templates in
+  `builtin_ticket_templates.py` (several paraphrases per intent), filled and varied like
+  `support_intents` (slot values, openers, closers, casing, punctuation, occasional typos, one or two
+  background sentences shared by every intent). Seed {seed}. Regenerate with `python -m tunelab.data.builtin`.
+- **Size**: {n_train} training, {n_validation} validation and {n_test} test rows, balanced ({per}
+  per intent). No text occurs in two splits (case-insensitive).
+- **Label noise**: {n_mislabelled} training rows ({share:.0%}) carry the label of another intent of the same
+  family, as annotators' slips do. Validation and test labels are clean.
+- **Fields**: `text` (the customer message), `label` (the intent name).
+- **Why it exists**: on `support_intents` a fine-tuned MiniLM scores near 1.0 on 80 validation rows,
+  so settings cannot be told apart. Here the words a message shares with its family (refund, cancel,
+  change, card, password) do not decide the label, and with {n_validation} validation rows one example
+  is {resolution:.1%} of accuracy. `experiments.md` compares a linear probe on the frozen encoder with a
+  fine-tuned model on it, and sweeps LoRA's rank, alpha, dropout and learning rate against the seed noise.
+- **Limits**: English only, template-based, short messages, in-distribution test split; no
+  personal data. Scores say how methods and settings compare, not how a model will do on real tickets.
+"""
+
 INSTRUCTION_CARD = """# support_instructions (built into tunelab)
 
 Customer messages answered by Sam of Northwind, a fictional online shop, in one house style with
@@ -214,7 +286,7 @@ fixed policies: {n_train} pairs in `train.jsonl` and {n_test} in `test.jsonl`. A
 
 
 def write_builtin_data(root: Path = BUILTIN_DATA_DIR) -> list[Path]:
-    """Write both datasets with their data cards under ``root``; return the files written."""
+    """Write the three datasets with their data cards under ``root``; return the files written."""
     intents = support_intents()
     instructions = support_instruction_splits()
     files = {
@@ -224,6 +296,7 @@ def write_builtin_data(root: Path = BUILTIN_DATA_DIR) -> list[Path]:
             n_labels=len(INTENTS), labels=", ".join(f"`{k}`" for k in INTENTS), seed=SEED,
             n_train=len(intents["train"]), n_test=len(intents["test"]),
             train_per=INTENT_TRAIN_PER_LABEL, test_per=INTENT_TEST_PER_LABEL),
+        **_ticket_files(),
         "support_instructions/train.jsonl": _jsonl(instructions["train"]),
         "support_instructions/test.jsonl": _jsonl(instructions["test"]),
         "support_instructions/CARD.md": _instruction_card(instructions),
@@ -235,6 +308,20 @@ def write_builtin_data(root: Path = BUILTIN_DATA_DIR) -> list[Path]:
         path.write_text(text, encoding="utf-8")
         written.append(path)
     return written
+
+
+def _ticket_files() -> dict[str, str]:
+    tickets = support_tickets()
+    n_train = len(tickets["train"])
+    families = "\n".join(f"- {name}: {', '.join(f'`{i}`' for i in members)}" for name, members in FAMILIES.items())
+    card = TICKET_CARD.format(
+        n_labels=len(TICKET_INTENTS), n_families=len(FAMILIES), families=families, seed=SEED + 2, n_train=n_train,
+        n_validation=len(tickets["validation"]), n_test=len(tickets["test"]),
+        per=" / ".join(f"{n} {name}" for name, n in TICKETS_PER_LABEL.items()),
+        n_mislabelled=round(TICKET_MISLABELLED * n_train), share=TICKET_MISLABELLED,
+        resolution=1 / len(tickets["validation"]))
+    return {**{f"support_tickets/{name}.jsonl": _jsonl(rows) for name, rows in tickets.items()},
+            "support_tickets/CARD.md": card}
 
 
 def _instruction_card(splits: dict[str, list[dict]]) -> str:

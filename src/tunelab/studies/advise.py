@@ -1,15 +1,19 @@
-"""Should you fine-tune at all? Prompting vs retrieval vs fine-tuning, measured on your data.
+"""Should you fine-tune at all? The cheaper approaches vs fine-tuning, measured on your data.
 
     tunelab advise CONFIG [KEY=VALUE ...] [--tolerance 0.02]
 
-- prompting: zero-shot. Classification: cosine similarity between the text and each label
-  name, both embedded with the base encoder. Causal LM: the base model answers the prompt.
-- retrieval (the RAG idea): embed the training set. Classification: a 5-nearest-neighbour
-  vote. Causal LM: the 2 nearest training examples become few-shot turns before the prompt
-  (neighbours found with the built-in MiniLM sentence encoder).
-- fine-tuning: a LoRA run with the config's training settings.
-Rule: take the best quality; if a simpler approach (prompting, then retrieval) is within
-``tolerance`` of it, recommend the simpler one, since it needs no training and no new model.
+Classification (an encoder has no prompt, so the cheap approaches are its embeddings):
+- prompting: zero-shot label-name similarity: the text and each label name embedded by the base
+  encoder, the most similar label wins;
+- retrieval: a 5-nearest-neighbour vote over the embedded training set.
+Causal LM (a chat model, so the approaches are what goes into its prompt):
+- prompting: zero-shot, the base model answers the message;
+- few-shot: the same 2 training examples before every message, as earlier turns;
+- retrieval (the RAG idea): the 2 training examples nearest to the message (found with the built-in
+  MiniLM sentence encoder) as earlier turns.
+Both: fine-tuning, a LoRA run with the config's training settings, answering with no examples.
+Rule: take the best quality; if a simpler approach (in the order above) is within ``tolerance``
+of it, recommend the simpler one, since it needs no training and no new model.
 """
 
 from __future__ import annotations
@@ -25,7 +29,15 @@ from tunelab.config import TunelabConfig, load_config
 from tunelab.rundir import RunDir, study_path, write_json
 from tunelab.tables import text_table
 
-ORDER = ("prompting", "retrieval", "fine-tuning")   # simplest first
+ORDER = ("prompting", "few-shot", "retrieval", "fine-tuning")   # simplest first
+WHAT = {
+    "classification": {"prompting": "zero-shot label-name similarity (base encoder)",
+                       "retrieval": "5-nearest-neighbour vote over the embedded training set",
+                       "fine-tuning": "LoRA"},
+    "causal_lm": {"prompting": "zero-shot: the base model answers", "few-shot": "2 fixed training examples as turns",
+                  "retrieval": "the 2 nearest training examples as turns", "fine-tuning": "LoRA, no examples"},
+}
+SHOTS = 2
 MAX_EXAMPLES = 200
 
 
@@ -44,8 +56,10 @@ def run(config: str, overrides: list[str], tolerance: float = 0.02, out: str | N
     train_rows, test_rows = run.read_split("train"), run.read_split(cfg.eval.split)
     test_rows = test_rows[: cfg.eval.max_examples or MAX_EXAMPLES]
     measure = _classification if cfg.task == "classification" else _causal
-    echo("[2/3] prompting and retrieval with the base model ...")
+    echo("[2/3] the cheaper approaches with the base model ...")
     rows = measure(cfg, run_dir, train_rows, test_rows)
+    for row in rows:
+        row["what"] = WHAT[cfg.task][row["approach"]]
     echo("[3/3] comparing ...")
     report = {"config": str(config), "task": cfg.task, "split": cfg.eval.split, "examples": len(test_rows),
               "metric": rows[0]["metric"], "tolerance": tolerance, "approaches": rows}
@@ -58,14 +72,15 @@ def run(config: str, overrides: list[str], tolerance: float = 0.02, out: str | N
 
 def recommend(rows: list[dict], tolerance: float) -> dict:
     best = max(rows, key=lambda r: r["quality"])
-    for name in ORDER:
+    present = [name for name in ORDER if any(r["approach"] == name for r in rows)]
+    for name in present:
         row = next(r for r in rows if r["approach"] == name)
         if best["quality"] - row["quality"] <= tolerance:
             reason = (f"{name} scores {row['quality']:.4g} {row['metric']}, within {tolerance} of the best "
                       f"({best['approach']}, {best['quality']:.4g})" if row is not best else
                       f"{name} is the only approach that reaches {best['quality']:.4g} {row['metric']}; the simpler "
                       f"ones fall short by more than {tolerance}")
-            return {"approach": name, "rule": "best quality; prefer simpler (prompting < retrieval < fine-tuning) "
+            return {"approach": name, "rule": f"best quality; prefer simpler ({' < '.join(present)}) "
                                               f"when within {tolerance}", "reason": reason}
     raise AssertionError("unreachable: the best row is always within tolerance of itself")
 
@@ -157,8 +172,11 @@ def _causal(cfg: TunelabConfig, run_dir: Path, train_rows: list[dict], test_rows
     memory = torch.nn.functional.normalize(embed(encoder, enc_tok, key(train_rows), 128), dim=-1)
     retrieval_setup = time.perf_counter() - started
     queries = torch.nn.functional.normalize(embed(encoder, enc_tok, key(test_rows), 128), dim=-1)
-    neighbours = (queries @ memory.T).topk(min(2, len(train_rows)), dim=-1).indices.tolist()
-    few_shot = [[m for j in idx for m in to_messages(train_rows[j])[-2:]] + p for idx, p in zip(neighbours, prompts)]
+    neighbours = (queries @ memory.T).topk(min(SHOTS, len(train_rows)), dim=-1).indices.tolist()
+    retrieved = [with_examples(p, [m for j in idx for m in to_messages(train_rows[j])[-2:]])
+                 for idx, p in zip(neighbours, prompts)]
+    fixed = [m for row in train_rows[:SHOTS] for m in to_messages(row)[-2:]]
+    few_shot = [with_examples(p, fixed) for p in prompts]
     train_seconds = RunDir(run_dir).metrics()["train_seconds"]
 
     def length(conversations):
@@ -168,7 +186,8 @@ def _causal(cfg: TunelabConfig, run_dir: Path, train_rows: list[dict], test_rows
 
     rows = []
     with base_model(loaded) as base:
-        for name, convs, setup in (("prompting", prompts, 0.0), ("retrieval", few_shot, retrieval_setup)):
+        for name, convs, setup in (("prompting", prompts, 0.0), ("few-shot", few_shot, 0.0),
+                                   ("retrieval", retrieved, retrieval_setup)):
             outputs = generate(loaded, convs, n_new, cfg.eval.batch_size, model=base)
             latency = _latency_ms(lambda c: generate(loaded, [c], n_new, 1, model=base), convs)
             rows.append({"approach": name, "metric": "rougeL", "quality": rouge(outputs, refs),
@@ -182,10 +201,16 @@ def _causal(cfg: TunelabConfig, run_dir: Path, train_rows: list[dict], test_rows
     return rows
 
 
+def with_examples(conversation: list[dict], examples: list[dict]) -> list[dict]:
+    """``examples`` (user/assistant turns) placed before the conversation's turns, after its system message."""
+    system = conversation[:1] if conversation and conversation[0]["role"] == "system" else []
+    return system + examples + conversation[len(system):]
+
+
 def table_rows(report: dict) -> tuple[list[str], list[list]]:
-    headers = ["approach", report["metric"], "setup s", "latency ms", "prompt tokens"]
-    return headers, [[r["approach"], r["quality"], r["setup_seconds"], r["latency_ms"], r["prompt_tokens"]]
-                     for r in report["approaches"]]
+    headers = ["approach", "what it is", report["metric"], "setup s", "latency ms", "prompt tokens"]
+    return headers, [[r["approach"], r.get("what", ""), r["quality"], r["setup_seconds"], r["latency_ms"],
+                      r["prompt_tokens"]] for r in report["approaches"]]
 
 
 def summary_text(report: dict) -> str:

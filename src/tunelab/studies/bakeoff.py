@@ -25,6 +25,7 @@ from tunelab.tables import markdown_table, text_table
 FULL_WEIGHT_METHODS = {"full", "freeze"}
 FULL_WEIGHT_LEARNING_RATE = 5e-5
 
+ALSO_KEPT = ("accuracy", "macro_f1", "perplexity", "rougeL", "bleu")   # every row keeps these of its metrics
 COLUMNS = ["method", "learning rate", "trainable params", "trainable %", "peak RSS MiB", "train s", "samples/s", "artifact MiB",
            "eval loss", "metric", "tuned", "95% CI", "delta vs base"]
 
@@ -75,7 +76,7 @@ def run_method(cfg: TunelabConfig, method: str, root: Path, same_learning_rate: 
                                        "train_samples_per_second", "artifact_size_mb")},
             "eval_loss": metrics["eval"].get("loss"), "metric": name, "tuned": score["tuned"],
             "tuned_ci95": score["tuned_ci95"], "base": score["base"], "delta": score["delta"],
-            "delta_ci95": score["ci95"]}
+            "delta_ci95": score["ci95"], "scores": {k: v for k, v in report["metrics"].items() if k in ALSO_KEPT}}
 
 
 def table_cells(row: dict) -> list:
