@@ -240,10 +240,11 @@ def test_advise_weighs_zero_shot_few_shot_retrieval_and_fine_tuning(tmp_path, lo
     assert "recommendation:" in capsys.readouterr().out
     report = read_json(tmp_path / "advise" / "advise.json")
     rows = {row["approach"]: row for row in report["approaches"]}
-    assert list(rows) == ["prompting", "retrieval", "fine-tuning"] and report["metric"] == "rougeL"
+    assert list(rows) == ["prompting", "few-shot", "retrieval", "fine-tuning"] and report["metric"] == "rougeL"
     for row in rows.values():
         assert 0 <= row["quality"] <= 1 and row["latency_ms"] > 0 and row["prompt_tokens"] > 0
-    # Retrieval puts the nearest training examples before the question as few-shot turns.
+    # Few-shot puts fixed training examples before the question, retrieval the nearest ones, as earlier turns.
+    assert rows["few-shot"]["prompt_tokens"] > rows["prompting"]["prompt_tokens"] + 50
     assert rows["retrieval"]["prompt_tokens"] > rows["prompting"]["prompt_tokens"] + 50
     assert report["recommendation"]["approach"] in rows
 
