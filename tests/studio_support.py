@@ -4,7 +4,7 @@ a workspace with data (a plugin of tests/conftest.py).
 The stand-in is called as ``FAKE -m tunelab train CONFIG [...]`` or ``FAKE -m tunelab evaluate RUN``, in the
 workspace. It appends its arguments to ``calls.jsonl`` and acts as ``behaviour.json`` says for the run:
 ``{"<name>": "ok" | "fail" | "hang"}`` (default ok). ``ok`` writes a little progress, a train log and an
-adapter and marks the run complete (train), writes eval.json (evaluate), a folder per method (quantize) or a
+adapter and marks the run complete (train), writes eval.json and predictions.jsonl (evaluate), a folder per method (quantize) or a
 GGUF file (export); ``fail`` prints an error and exits 2; ``hang`` trains
 until SIGTERM, then says it saved a checkpoint and exits 143 as tunelab train does.
 """
@@ -52,7 +52,13 @@ if stage == "train":
     (run / "adapter" / "adapter_model.safetensors").write_bytes(b"adapter")
     (run / "COMPLETE").write_text("")
 elif stage == "evaluate":
-    (run / "eval.json").write_text(json.dumps({{"metrics": {{"accuracy": {{"base": 0.5, "tuned": 0.9}}}}}}))
+    (run / "eval.json").write_text(json.dumps({{"metrics": {{"accuracy": {{"base": 0.5, "tuned": 0.9}}}},
+        "per_class": {{"base": {{"alpha": {{"precision": 0.5, "recall": 0.5, "support": 2}}}},
+                      "tuned": {{"alpha": {{"precision": 1.0, "recall": 1.0, "support": 2}}}}}}}}))
+    with open(run / "predictions.jsonl", "w") as f:
+        for i in range(5):
+            f.write(json.dumps({{"input": f"text {{i}}", "reference": "alpha", "base_output": "beta",
+                                "tuned_output": "alpha"}}) + "\\n")
 elif stage == "quantize":
     for method in sys.argv[6].split(","):
         (run / "quantized" / method).mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,8 @@ def test_a_run_goes_from_queued_to_complete_with_progress_curves_and_log(studio,
     assert detail["curves"] == {"loss": [[1, 1.5]], "eval_loss": [[2, 1.2]]}
     assert detail["log_tail"][0].startswith("$ tunelab train") and "step 1/4  loss 1.5" in detail["log_tail"]
     assert detail["metrics"]["eval"] == {"accuracy": {"base": 0.5, "tuned": 0.9}}
+    assert detail["per_class"]["tuned"] == {"alpha": {"precision": 1.0, "recall": 1.0, "support": 2}}
+    assert [e["input"] for e in detail["examples"]] == ["text 0", "text 1", "text 2"]
     runs = httpx.get(studio.url + "/api/runs").json()["runs"]
     assert [(r["name"], r["status"], r["task"], r["method"]) for r in runs] == [("first", "complete", "classification", "lora")]
 

@@ -59,7 +59,8 @@ def test_bakeoff_folders_get_a_dashboard_but_nothing_to_try(tmp_path, app_server
     try:
         runs = httpx.get(server.url + "/api/runs").json()["runs"]
         assert (runs[1]["name"], runs[1]["task"], runs[1]["models"]) == ("bake", "bakeoff", [])
-        assert "12.5" in httpx.get(server.url + "/dashboard/bake").text
+        page = httpx.get(server.url + "/dashboard/bake").text
+        assert "12.5" in page and "<h2>Bake-off bake</h2>" in page and str(tmp_path) not in page
         assert httpx.post(server.url + "/api/try", json={"run": "bake", "text": "x"}).status_code == 400
     finally:
         server.stop()

@@ -1,7 +1,8 @@
 """The studio's page in a real headless Chromium: the whole flow on a tiny model, as a user clicks it.
 
 Upload a data file -> check the data (the report) -> configure a run (the YAML follows the form) -> start
-it -> watch the progress and the loss curve -> the before/after table -> compare -> try it. Screenshots of
+it -> watch the progress and the loss curve -> the before/after table, per class and examples -> compare ->
+try it; a chat run streams base and tuned answers; a lost connection is said and recovered from. Screenshots of
 each step go to the test's folder, and to ``$TUNELAB_SCREENSHOTS`` when set (how docs/images/ is made).
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Server, intent_rows
+from studio_support import behave, config
 from tunelab.studio.app import create_app
 from tunelab.studio.jobs import Jobs
 from tunelab.studio.workspace import Workspace
@@ -99,6 +101,8 @@ def test_the_whole_flow_in_the_browser(tmp_path, tiny_bert):
             assert page.locator('#loss-chart text[text-anchor="middle"]').count() >= 4  # x tick labels and the axis name
             metrics = page.text_content("#detail-metrics")
             assert "accuracy" in metrics and "[" in metrics
+            assert page.locator("#per-class-table tbody tr").count() == 3  # billing, shipping, account
+            assert page.locator("#examples-table tbody tr").count() == 3
             snap(page, tmp_path, "3-run")
 
             # 4. compare
@@ -166,3 +170,35 @@ def test_chat_with_a_causal_run_streams_base_and_tuned_answers(tmp_path, tiny_ll
     finally:
         server.stop()
         jobs.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (apt-get install chromium)")
+def test_a_lost_connection_says_so_and_the_page_picks_up_again(jobs, workspace):
+    """The studio stops answering while a run is shown: the page says the figures are stale and retries; once
+    the studio answers again, the message goes and the run's state is current."""
+    import httpx
+    from playwright.sync_api import sync_playwright
+
+    behave(workspace, long="hang")
+    server = Server(create_app([], jobs=jobs))
+    try:
+        assert httpx.post(server.url + "/api/runs", json={"name": "long", "config": config()}).status_code == 201
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(60_000)
+            page.goto(server.url)
+            page.click('tr[data-run="long"]')
+            page.wait_for_function("() => document.querySelector('#detail-name').textContent === 'long: running'")
+            page.wait_for_selector("#loss-chart circle")
+            assert page.locator("#loss-chart circle").count() == 2  # one training and one validation point, each drawn
+            page.route("**/api/runs**", lambda route: route.abort())  # the network goes away
+            page.wait_for_function("() => document.querySelector('#status').textContent.includes('Retrying')")
+            httpx.post(server.url + "/api/runs/long/stop")
+            page.unroute("**/api/runs**")
+            page.wait_for_function("() => document.querySelector('#detail-name').textContent === 'long: stopped'")
+            assert page.text_content("#status") == ""
+            browser.close()
+    finally:
+        server.stop()

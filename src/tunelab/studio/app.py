@@ -356,12 +356,13 @@ def create_app(runs: list[RunModels], api_key: Optional[str] = None, check_host:
 
     @app.get("/dashboard/{name}", response_class=HTMLResponse, dependencies=auth)
     def dashboard(name: str):
+        folder = catalog.folder(name)
         try:
-            source = load_source(catalog.folder(name))
+            source = {**load_source(folder), "path": name}  # headed by the run's name, not where it lies on disk
         except UnknownRun:
             raise
         except TunelabError as err:
-            return f"<p>{escape(str(err))}</p>"
+            return f"<p>{escape(str(err).replace(str(folder), name))}</p>"
         return SECTIONS[source["kind"]](source)
 
     return app

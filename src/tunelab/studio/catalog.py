@@ -3,18 +3,20 @@ each run's list entry and detail (progress, curves, log tail), the built-ins and
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any, Optional
 
 from tunelab.errors import TunelabError
-from tunelab.rundir import RunDir
+from tunelab.rundir import RunDir, eval_path, predictions_path
 from tunelab.serving.web import printable
 from tunelab.studio.jobs import Jobs, UnknownRun, read_json_or_none, run_summary
 from tunelab.studio.tryout import RunModels, open_runs
 from tunelab.studio.workspace import NAME
 
 MAX_CURVE_POINTS = 2000
+EXAMPLES_SHOWN = 3  # test examples the run panel shows, base and tuned output side by side
 
 
 def builtins() -> dict[str, Any]:
@@ -121,7 +123,21 @@ def run_detail(catalog: Catalog, name: str) -> dict[str, Any]:
         detail.update(message=job.message, started=job.started, ended=job.ended)
     detail["curves"] = curves(run.train_log_path)
     detail["log_tail"] = catalog.jobs.log_tail(name) if job is not None else []
+    detail.update(evaluation_details(run.root))
     return detail
+
+
+def evaluation_details(root: Path) -> dict[str, Any]:
+    """From the run's evaluation: ``per_class`` (classification: precision, recall and support per label,
+    base and tuned; None otherwise) and ``examples``, the first test examples with base and tuned output."""
+    evaluated = read_json_or_none(eval_path(root))
+    examples = []
+    try:
+        with open(predictions_path(root), encoding="utf-8") as f:
+            examples = [json.loads(line) for line in itertools.islice(f, EXAMPLES_SHOWN)]
+    except (OSError, ValueError):
+        pass  # not evaluated yet, or being written
+    return {"per_class": evaluated.get("per_class") if isinstance(evaluated, dict) else None, "examples": examples}
 
 
 def curves(log_path: Path) -> dict[str, list[list[float]]]:
