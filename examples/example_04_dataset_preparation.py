@@ -92,7 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"classification model: a hub id or a local folder (default {INTENTS_MODEL})")
     parser.add_argument("--causal-model", help=f"chat/generation model: a hub id or a local folder "
                                                f"(default {CHAT_MODEL}; {QUICK_MODEL} with --quick)")
-    parser.add_argument("--epochs", type=float, help="training epochs (default: 1 causal, 2 classification)")
+    parser.add_argument("--epochs", type=float, help="training epochs (default: 1 causal, 4 classification)")
     parser.add_argument("--out", default="runs/example_04",
                         help="folder for the raw files and the runs (default runs/example_04)")
     parser.add_argument("--quick", action="store_true",
@@ -181,7 +181,7 @@ def config_for(name: str, spec: dict, args: argparse.Namespace, extra: tuple[str
             "method": {"name": "lora"},
             "lora": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": "all-linear"} if classification
             else chat_lora(),
-            "train": {"epochs": args.epochs or (2 if classification else 1), "batch_size": 16 if classification else 4,
+            "train": {"epochs": args.epochs or (4 if classification else 1), "batch_size": 16 if classification else 4,
                       "learning_rate": 2e-3 if classification else chat_learning_rate(), "eval_strategy": "no",
                       "report_to": ["none"]},
             "eval": {"max_new_tokens": 48, "batch_size": 8},

@@ -7,6 +7,7 @@ from it, so the page stays true when the configs or the machine change.
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 
 from tunelab.machine import BF16_CLEARLY_FASTER
 from tunelab.quantization import compare as quantize_compare
@@ -22,6 +23,7 @@ SECTION_TITLES = {"approaches": "1. Approach comparison: prompting, few-shot, re
                   "precision": "6. Precision: fp32 vs bf16 on this CPU"}
 METHOD_HEADERS = ["method", "learning rate", "precision", "trainable %", "peak RSS MiB", "train s", "samples/s",
                   "artifact MiB", "test ROUGE-L [95% CI]", "test perplexity [95% CI]", "perplexity, base"]
+ROOT = Path(__file__).resolve().parents[1]
 MEMORY_PARTS = ("weights_mb", "gradients_mb", "optimizer_mb", "weight_copies_mb", "activations_mb")
 
 
@@ -281,10 +283,10 @@ def sweeps_section(results: dict, tolerance: float) -> str:
             f"{spread['margin']:.4f}, twice the larger of the two; with {n_points(sweeps)} points compared, a difference "
             "near that line can still be chance.\n")
     for key, rows in sweep_axes(sweeps, settings).items():
-        table = [[fmt(r["value"]) + (" (config)" if r.get("centre") else ""), r["validation"], r["trainable_params"],
-                  r["train_seconds"]] for r in rows]
+        table = [[fmt(r["value"]) + (" (config)" if r.get("centre") else ""), r["validation"], r["trainable_params"]]
+                 for r in rows]
         parts.append(f"**{key}** (`tunelab sweep CLASSIFIER {key}={','.join(fmt(r['value']) for r in rows)}`)\n\n"
-                     + markdown_table([key, sweeps[key]["metric"], "trainable params", "train s"], table) + "\n\n"
+                     + markdown_table([key, sweeps[key]["metric"], "trainable params"], table) + "\n\n"
                      + axis_verdict(key, rows, sweeps[key]["metric"], spread["margin"] if spread else tolerance) + "\n")
     return "\n".join(parts)
 
@@ -330,14 +332,26 @@ def axes_beyond_noise(results: dict, tolerance: float) -> tuple[list[str], list[
 
 # --- 5. quantization, 6. precision ----------------------------------------------------------------------------
 
+def shown_path(path: str) -> str:
+    """A path under the repository as the page's reader would type it (relative), others as they are."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return path
+
+
 def quantization_section(results: dict) -> str:
-    report = results["sections"]["quantization"]
+    report = dict(results["sections"]["quantization"])
+    report["run"] = shown_path(report["run"])
     methods = [r["variant"] for r in report["rows"] if r["variant"] not in ("merged", "model", "adapter", "bf16")]
+    gptq = "" if "gptq" in methods else (
+        " There is no GPTQ row: it runs only where its extra is installed (`pip install -e \".[gptq]\" "
+        "torch==2.13.0`), and it was not installed where this page was measured.")
     return (f"## {SECTION_TITLES['quantization']}\n\n"
             f"`tunelab quantize RUN --method {','.join(methods)} --compare` on the LoRA run of section 2 (merged into "
             "fp32 first). 'blocks x fp32' is the memory of the transformer blocks' weights relative to fp32 (embeddings "
             "and head stay in fp32 in every variant). Latency is the median of timed greedy generations; the metric is "
-            f"on the {report.get('split', 'test')} split.\n\n"
+            f"on the {report.get('split', 'test')} split.{gptq}\n\n"
             + "\n\n".join(quantize_compare.notes(report)) + "\n\n"
             + markdown_table(quantize_compare.COLUMNS, [quantize_compare.table_cells(r) for r in report["rows"]]) + "\n")
 

@@ -42,6 +42,7 @@ def test_example_03_quick_table_and_tradeoffs(tmp_path):
     assert all("perplexity" in line and "failed" not in line for line in rows.values()), rows
     tradeoffs = out[out.index("== trade-offs"):]
     assert "fastest at batch 8:" in tradeoffs and "smallest:" in tradeoffs and "closest to fp32:" in tradeoffs
+    assert "serve the fastest copy within the quality bar" in out and f"tunelab serve {run}" in out
 
     assert sorted(p.name for p in (run / "quantized").iterdir()) == ["dynamic-int8", "nf4"]
     assert (run / "merged").is_dir() and (run / "quantization.md").is_file()

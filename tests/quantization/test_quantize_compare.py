@@ -71,6 +71,23 @@ def test_a_dynamic_int8_copy_that_lost_much_quality_comes_with_the_setting_that_
     assert quality_warnings(report("accuracy", 0.95, 0.90)) and quality_warnings(report("accuracy", 0.95, 0.94)) == []
 
 
+def test_a_fastest_copy_that_breaks_the_quality_bar_is_followed_by_the_fastest_that_keeps_it():
+    from tunelab.quantization.compare import tradeoffs
+
+    def row(variant, bs8, perplexity):
+        return {"variant": variant, "latency_ms": {"1": 1.0, "8": bs8}, "block_weights_mb": 10.0,
+                "block_weights_ratio": 0.25, "disk_mb": 50.0, "metric": "perplexity", "metric_value": perplexity,
+                "metric_change": perplexity - 2.25, "agreement": 0.5, "output_distance": 0.1}
+
+    merged, broken = row("merged", 2574, 2.25), row("dynamic-int8", 1353, 14.95)
+    lines = tradeoffs({"reference": "merged", "rows": [merged, broken, row("bf16", 1667, 2.254), row("nf4", 1958, 2.96)]})
+    assert lines[0].startswith("fastest at batch 8: dynamic-int8, 1.90x")
+    assert lines[1].startswith("fastest within the quality bar (perplexity at most 1.25x fp32's) at batch 8: bf16, 1.54x")
+    lines = tradeoffs({"reference": "merged", "rows": [merged, broken, row("nf4", 1958, 2.96)]})
+    assert lines[1] == "within the quality bar (perplexity at most 1.25x fp32's) at batch 8: no copy is faster than fp32"
+    assert not any("quality bar" in line for line in tradeoffs({"reference": "merged", "rows": [merged, row("bf16", 1667, 2.254)]}))
+
+
 def test_tradeoffs_let_a_bf16_cast_be_fastest_but_not_smallest():
     """The bf16 row is a cast at load: it has no folder, so it cannot be the smallest saved copy."""
     from tunelab.quantization.compare import tradeoffs
