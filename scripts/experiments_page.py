@@ -340,6 +340,12 @@ def shown_path(path: str) -> str:
         return path
 
 
+def markdown_note(line: str) -> str:
+    """A note of `quantize --compare` in Markdown: backslashes kept as written, a warning in bold."""
+    line = line.replace("\\", "\\\\")
+    return "**Warning:** " + line[len("warning: "):] if line.startswith("warning: ") else line
+
+
 def quantization_section(results: dict) -> str:
     report = dict(results["sections"]["quantization"])
     report["run"] = shown_path(report["run"])
@@ -351,8 +357,12 @@ def quantization_section(results: dict) -> str:
             f"`tunelab quantize RUN --method {','.join(methods)} --compare` on the LoRA run of section 2 (merged into "
             "fp32 first). 'blocks x fp32' is the memory of the transformer blocks' weights relative to fp32 (embeddings "
             "and head stay in fp32 in every variant). Latency is the median of timed greedy generations; the metric is "
-            f"on the {report.get('split', 'test')} split.{gptq}\n\n"
-            + "\n\n".join(quantize_compare.notes(report)) + "\n\n"
+            f"on the {report.get('split', 'test')} split. Section 2 scored the runs as `tunelab evaluate` does "
+            "(`eval.precision: auto`, so bf16 where bf16 is fast); here every copy is scored in its own precision "
+            "against the merged fp32 model, so the LoRA run's perplexity can differ in the third decimal. Agreement "
+            "is the share of fp32's greedy tokens a copy produced at the same position: one different token shifts "
+            f"everything after it, so agreement falls much faster than perplexity rises.{gptq}\n\n"
+            + "\n\n".join(markdown_note(line) for line in quantize_compare.notes(report)) + "\n\n"
             + markdown_table(quantize_compare.COLUMNS, [quantize_compare.table_cells(r) for r in report["rows"]]) + "\n")
 
 
@@ -372,7 +382,7 @@ def precision_section(results: dict) -> str:
             + markdown_table(METHOD_HEADERS, [method_cells(a), method_cells(b)]) + "\n\n"
             f"The {used} run took {b['train_seconds'] / a['train_seconds']:.2f}x the fp32 run's training time at "
             f"{b['peak_rss_mb'] / a['peak_rss_mb']:.2f}x its peak RSS. bf16 keeps fp32's exponent range, so the same "
-            "learning rate works without loss scaling; its 8-bit mantissa is why tunelab keeps the trained weights "
+            "learning rate works without loss scaling; its 7-bit mantissa (about 3 significant digits) is why tunelab keeps the trained weights "
             "(adapters, heads) in fp32.\n")
 
 

@@ -133,7 +133,8 @@ def next_steps(run: dict, err: dict, conf: list[dict]) -> str:
                     f"as on all of them ({overall:.1%}), so its mistakes are confident ones; fix them with data.")
     validation = run["metrics"]["best_eval_metric"]
     test = run["eval"]["metrics"]["accuracy"]["tuned"]
-    if validation - test > 0.01:
+    validation_rows = run["data_report"]["splits"]["validation"]["examples"]
+    if validation - test > max(0.01, 1 / validation_rows):  # more than one validation ticket's worth
         tips.append(f"- Validation accuracy ({validation:.4f}) is above test ({test:.4f}): the validation split is "
                     "easier or too small to choose settings with; enlarge it before sweeping settings.")
     counts = run["data_report"]["splits"]["train"]["label_distribution"]

@@ -46,7 +46,7 @@ def test_tradeoffs_name_the_fastest_smallest_and_slower_copies():
     lines = tradeoffs(report)
     assert lines[0].startswith("fastest at batch 8: dynamic-int8, 1.50x")
     assert lines[1].startswith("smallest: nf4") and lines[2].startswith("closest to fp32: nf4")
-    assert lines[3] == "slower than fp32 on this machine: nf4 (they save memory, not time, here)"
+    assert lines[3] == "slower than fp32 on this machine: nf4 (it saves memory, not time, here)"
     assert tradeoffs({"reference": "merged", "rows": [row("merged", 90, 40)]}) == []
 
 

@@ -244,5 +244,6 @@ def tradeoffs(report: dict) -> list[str]:
     lines.append(f"closest to fp32: {closest['variant']} ({change(closest)})")
     slower = [r["variant"] for r in quantized if r["latency_ms"]["8"] > ref["latency_ms"]["8"]]
     if slower:
-        lines.append(f"slower than fp32 on this machine: {', '.join(slower)} (they save memory, not time, here)")
+        it = "they save" if len(slower) > 1 else "it saves"
+        lines.append(f"slower than fp32 on this machine: {', '.join(slower)} ({it} memory, not time, here)")
     return lines
