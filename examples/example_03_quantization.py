@@ -203,20 +203,14 @@ def print_report(report: dict, clock: dict) -> None:
 
 
 def serving_hint(report: dict) -> str:
-    """The command that serves the fastest copy at batch 8 within tunelab's quality bar (the bf16 row is the
-    merged model, which `serve.precision: auto` casts to bf16 where bf16 is fast)."""
-    rows = [r for r in report["rows"] if "error" not in r and r["variant"] != "adapter"]
-    ref = next((r for r in rows if r["variant"] == report["reference"]), None)
-    kept = [r for r in rows if ref is None or quantize_compare.keeps_quality(r, ref)]
-    if not kept:
-        return f"the fp32 model with: tunelab serve {report['run']}"
-    best = min(kept, key=lambda r: r["latency_ms"]["8"])
-    variant = {"bf16": "merged", "model": None}.get(best["variant"], best["variant"])
-    if best["variant"] == "bf16" and report["reference"] != "merged":
-        variant = None
-    command = f"tunelab serve {report['run']}" + (f" --variant {variant}" if variant else "")
-    cast = " (serve.precision: auto casts it to bf16 where bf16 is fast)" if best["variant"] == "bf16" else ""
-    return f"the fastest copy within the quality bar ({best['variant']}) with: {command}{cast}"
+    """The command that serves the fastest copy at batch 8 within tunelab's quality bar: fp32 itself when no
+    copy beats it (the bf16 row is the fp32 model, which `serve.precision: auto` casts where bf16 is fast)."""
+    best = quantize_compare.fastest_kept(report)
+    name = best["variant"] if best else report["reference"]
+    variant = report["reference"] if name == "bf16" else name
+    command = f"tunelab serve {report['run']}" + ("" if variant == "model" else f" --variant {variant}")
+    cast = " (serve.precision: auto casts it to bf16 where bf16 is fast)" if name == "bf16" else ""
+    return f"the fastest copy within the quality bar ({name}) with: {command}{cast}"
 
 
 def main(argv: list[str] | None = None) -> int:

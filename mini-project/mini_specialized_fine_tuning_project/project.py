@@ -18,7 +18,7 @@ from tunelab.cli import report_problems
 from tunelab.config import from_dict
 from tunelab.config.load import read_yaml
 from tunelab.errors import TunelabError
-from tunelab.quantization.compare import WORSE_PERPLEXITY_RATIO
+from tunelab.quantization.compare import WORSE_PERPLEXITY_RATIO, keeps_quality
 
 HERE = Path(__file__).resolve().parent
 ROUTER_CONFIG = HERE / "configs" / "ticket_router.yaml"
@@ -136,7 +136,7 @@ def drafter_copy(report: dict | None) -> dict:
     rows = [r for r in report["rows"] if "error" not in r]
     fp32 = next((r for r in rows if r["variant"] == report["reference"]), None)
     candidates = [r for r in rows if r["variant"] not in ("merged", "model", "adapter") and fp32 is not None
-                  and r["metric_value"] <= WORSE_PERPLEXITY_RATIO * fp32["metric_value"]]
+                  and keeps_quality(r, fp32)]
     if not candidates:
         return {"variant": "merged", "precision": "fp32", "name": "merged",
                 "why": f"no quantized copy kept perplexity within {WORSE_PERPLEXITY_RATIO:g}x of fp32's"}
