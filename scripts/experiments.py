@@ -150,10 +150,13 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 def with_precision_used(report: dict) -> dict:
-    """Each trained row with the precision ``train.precision`` chose for it (from its metrics.json)."""
+    """Each trained row with the precision ``train.precision`` chose for it and the matmul speeds it chose by
+    (from its metrics.json)."""
     for row in report["rows"]:
         if "error" not in row:
-            row["precision_used"] = read_json(Path(row["run_dir"]) / "metrics.json").get("precision", {}).get("used")
+            precision = read_json(Path(row["run_dir"]) / "metrics.json").get("precision", {})
+            row["precision_used"] = precision.get("used")
+            row["precision_gflops"] = {k: v for k, v in precision.items() if k.endswith("_gflops")}
     return report
 
 

@@ -222,11 +222,14 @@ def memory_reading(rows: list[dict]) -> str:
         text += (f"Its weights take {lora['weights_mb']:,.0f} vs {full['weights_mb']:,.0f} MiB because its frozen base "
                  f"is held in {lora['precision']}, a precision choice rather than LoRA itself. ")
     text += (f"The activations are {lora['activations_mb']:,.0f} vs {full['activations_mb']:,.0f} MiB ({acts:.2f}x): "
-             "every layer's inputs are kept for the backward pass whether its weights train or not. In all, LoRA's "
-             f"counted total is {total(lora) / total(full):.2f}x full fine-tuning's at this batch. ")
+             "every layer's inputs are kept for the backward pass whether its weights train or not")
+    if acts < 0.95 and lora["weights_mb"] < full["weights_mb"]:
+        text += ("; LoRA's are fewer because its bf16 base hands its adapters bf16 inputs as they are, while under "
+                 "autocast each layer that reads an fp32 input keeps its own bf16 copy of it")
+    text += f". In all, LoRA's counted total is {total(lora) / total(full):.2f}x full fine-tuning's at this batch. "
     saved, share = 1 - total(lora) / total(full), full["activations_mb"] / total(full)
-    text += (f"LoRA saves {saved:.0%} of full fine-tuning's counted bytes here, while the activations, which it does "
-             f"not shrink, are {share:.0%} of them: the saving is a fixed number of bytes, a smaller share with longer "
+    text += (f"LoRA saves {saved:.0%} of full fine-tuning's counted bytes here, while the activations, which every "
+             f"method keeps, are {share:.0%} of them: the saving is a fixed number of bytes, a smaller share with longer "
              "sequences and bigger batches and a larger one on bigger models at small batches. Gradient checkpointing "
              "(`train.gradient_checkpointing`) is the lever for the activations.")
     return text
@@ -372,8 +375,9 @@ def precision_section(results: dict) -> str:
     title = f"## {SECTION_TITLES['precision']}\n\n"
     if not fp32 or not auto:
         return title + "One of the two runs is missing or failed; see experiments.json.\n"
-    speeds, chat = results.get("matmul_gflops", {}), results["chat"]["settings"]
-    used = auto[0].get("precision_used", "?")
+    # auto's own measurement in that run; the page-wide one (older pages) may be from a later --only run
+    speeds = auto[0].get("precision_gflops") or results.get("matmul_gflops", {})
+    chat, used = results["chat"]["settings"], auto[0].get("precision_used", "?")
     a, b = dict(fp32[0], method="lora, fp32"), dict(auto[0], method=f"lora, {chat['train']['precision']} ({used})")
     return (title + f"`tunelab bakeoff CHAT --methods lora train.precision=fp32` against section 2's LoRA run, trained "
             f"with `train.precision: {chat['train']['precision']}`, which chose **{used}** here: a layer-shaped matmul ran "

@@ -89,6 +89,7 @@ def test_bf16_trains_a_bf16_frozen_base_under_fp32_adapters_and_keeps_the_loss(t
         def on_step_end(self, args, state, control, model=None, **kwargs):
             for param in model.parameters():
                 seen.setdefault("trained" if param.requires_grad else "frozen", set()).add(param.dtype)
+            seen["cast"] = {m.cast_input_dtype_enabled for m in model.modules() if hasattr(m, "lora_A")}
 
     real_callbacks = train.callbacks
     monkeypatch.setattr(train, "callbacks", lambda *a: real_callbacks(*a) + [Dtypes()])
@@ -96,7 +97,7 @@ def test_bf16_trains_a_bf16_frozen_base_under_fp32_adapters_and_keeps_the_loss(t
     monkeypatch.setattr(train, "callbacks", real_callbacks)
     fp32_run = trained(tmp_path / "fp32", model, task, "fp32")
 
-    assert seen == {"frozen": {torch.bfloat16}, "trained": {torch.float32}}
+    assert seen == {"frozen": {torch.bfloat16}, "trained": {torch.float32}, "cast": {False}}
     metrics = json.loads((bf16_run / "metrics.json").read_text())
     assert metrics["precision"]["setting"] == "bf16" and metrics["precision"]["used"] == "bf16"
     assert metrics["device"].endswith(", bf16)")
@@ -110,6 +111,50 @@ def test_bf16_trains_a_bf16_frozen_base_under_fp32_adapters_and_keeps_the_loss(t
 
     # Before any update the two runs compute the same loss up to bf16's rounding of the base.
     assert first_loss(bf16_run) == pytest.approx(first_loss(fp32_run), rel=0.02)
+
+
+def test_adapters_over_a_bf16_base_keep_its_activations_and_get_the_same_gradients(tiny_llama):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.training.methods import adapter_inputs_uncast, trainable_in_fp32
+
+    def step(uncast: bool):
+        torch.manual_seed(0)
+        base = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.bfloat16)
+        config = LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.0, init_lora_weights=False)
+        model = trainable_in_fp32(get_peft_model(base, config))
+        if uncast:
+            assert adapter_inputs_uncast(model) == 2 * 7  # 2 layers x q, k, v, o, gate, up, down
+        kept = {}
+
+        def pack(tensor):
+            kept[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        ids = torch.arange(4 * 32).reshape(4, 32) % base.config.vocab_size
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        return loss, {n: p.grad for n, p in model.named_parameters() if p.requires_grad}, sum(kept.values())
+
+    cast_loss, cast_grads, cast_kept = step(uncast=False)
+    loss, grads, kept = step(uncast=True)
+    assert loss == cast_loss
+    assert grads.keys() == cast_grads.keys() and all(torch.equal(grads[n], cast_grads[n]) for n in grads)
+    assert kept < 0.95 * cast_kept, (kept, cast_kept)
+
+
+def test_dora_layers_keep_peft_s_cast_for_their_weight_norm(tiny_llama):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.training.methods import adapter_inputs_uncast
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.bfloat16)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", use_dora=True))
+    assert adapter_inputs_uncast(model) == 0
+    assert all(m.cast_input_dtype_enabled for m in model.modules() if hasattr(m, "lora_A"))
 
 
 def test_evaluation_records_its_precision_and_bf16_agrees_with_fp32(tmp_path, tiny_bert):

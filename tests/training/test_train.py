@@ -399,6 +399,19 @@ def test_adalora_reallocates_ranks_on_the_real_step_schedule(tmp_path, tiny_llam
     assert min(ranks) < 6  # importance-based pruning happened
 
 
+def test_adalora_keeps_the_models_own_loss_which_carries_its_orthogonal_regularisation(tmp_path, tiny_llama):
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.training.train import labelled_loss
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    chosen = {}
+    for name in ("lora", "adalora"):
+        cfg = load_config(train_config(tmp_path, tiny_llama, task="causal_lm", method={"name": name}))
+        chosen[name] = labelled_loss(cfg, model)
+    assert chosen["lora"] is not None and chosen["adalora"] is None
+
+
 def test_overwriting_a_run_removes_what_the_old_run_left(tmp_path, tiny_bert):
     cfg = load_config(train_config(tmp_path, tiny_bert, train={"max_steps": 1, "eval_strategy": "no"}))
     run_dir = train.run(cfg)

@@ -5,9 +5,12 @@ floats, kept for the backward pass with a log-softmax and a gradient of the same
 SmolLM2's 49,152-token vocabulary that is 0.4 GB per copy at batch 8 x 256 and several copies, while
 an instruction example has labels only on its reply (the prompt is masked with -100).
 
-``LabelledLoss`` asks the model for its last hidden states instead of its logits
-(``logits_to_keep=1``, ``output_hidden_states=True``), keeps the positions whose next token has a
-label, and projects them through the output layer in chunks of ``chunk_rows`` positions. Each chunk
+``LabelledLoss`` takes the last hidden states from the input of the model's output layer, which then
+projects no position at all (hooks: ``attach``). Asking the model for ``output_hidden_states`` instead
+would keep every layer's hidden states alive until the loss is done, and accelerate hands them over
+as fp32 copies under bf16 autocast: about 0.2 GB more at batch 8 x 256 on SmolLM2. The loss keeps the
+positions whose next token has a label, and projects them through the output layer in chunks of
+``chunk_rows`` positions. Each chunk
 is checkpointed, so the backward pass recomputes its logits rather than keeping them: the peak is
 one chunk's logits, however long the batch. The value equals the model's own loss (tested),
 including the Trainer's ``num_items_in_batch`` normalisation for gradient accumulation.
@@ -43,8 +46,8 @@ def next_token_targets(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torc
 def summed_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
                 chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
     """Sum of the cross-entropy of ``head(hidden)`` against ``targets``, ``chunk_rows`` rows at a time."""
-    # accelerate hands the Trainer the forward's outputs in fp32 even under bf16 autocast, and the loss runs
-    # outside it: a bf16 output layer (a frozen bf16 base) needs its rows cast back.
+    # The loss runs outside autocast: rows that reach it in another dtype than the output layer's weight
+    # (fp32 rows from a caller, a frozen bf16 output layer) are cast to the weight's.
     weight = getattr(head, "weight", None)
 
     def chunk_sum(rows: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
@@ -79,23 +82,50 @@ def labelled_nll(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     return results
 
 
+class Hooks:
+    """Several hook handles removed as one."""
+
+    def __init__(self, handles: list):
+        self.handles = handles
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
 class LabelledLoss:
-    """The Trainer's ``compute_loss_func`` for causal LMs, with the hook that makes the model return
-    hidden states instead of full logits (``attach``)."""
+    """The Trainer's ``compute_loss_func`` for causal LMs, with the hooks that hand it the last hidden states
+    in place of the model's logits (``attach``)."""
 
     def __init__(self, model, chunk_rows: int = CHUNK_ROWS):
         self.head = model.get_output_embeddings()
         self.chunk_rows = chunk_rows
+        self.hidden: torch.Tensor | None = None   # the last forward pass's, until the loss takes it
+        self._waiting = False                     # a forward pass is on its way to the output layer
 
-    def attach(self, model):
-        """Register the forward pre-hook on ``model``; returns its handle."""
-        def hook(module, args, kwargs):
-            return args, {**kwargs, "logits_to_keep": 1, "output_hidden_states": True}
+    def attach(self, model) -> Hooks:
+        """Hooks on ``model``: each forward pass hands all its last hidden states to the output layer
+        (``logits_to_keep=0``), whose input is kept here and which projects none of them (its logits
+        have length 0). The output layer called by the loss itself is left alone. Returns the handles."""
+        def before_model(module, args, kwargs):
+            self._waiting = True
+            return args, {**kwargs, "logits_to_keep": 0}
 
-        return model.register_forward_pre_hook(hook, with_kwargs=True)
+        def before_head(module, args):
+            if not self._waiting:
+                return None
+            self._waiting = False
+            self.hidden = args[0]
+            return (args[0][..., :0, :],)
+
+        return Hooks([model.register_forward_pre_hook(before_model, with_kwargs=True),
+                      self.head.register_forward_pre_hook(before_head)])
 
     def __call__(self, outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
-        hidden, targets = next_token_targets(outputs.hidden_states[-1], labels.to(outputs.hidden_states[-1].device))
+        if self.hidden is None:
+            raise RuntimeError("LabelledLoss: no hidden states; attach() it to the model before its forward pass")
+        last, self.hidden = self.hidden, None
+        hidden, targets = next_token_targets(last, labels.to(last.device))
         total = summed_loss(self.head, hidden, targets, self.chunk_rows)
         if num_items_in_batch is not None:  # the Trainer's count over the accumulated (and gathered) batch
             return total / num_items_in_batch
