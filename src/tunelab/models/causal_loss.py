@@ -10,10 +10,9 @@ projects no position at all (hooks: ``attach``). Asking the model for ``output_h
 would keep every layer's hidden states alive until the loss is done, and accelerate hands them over
 as fp32 copies under bf16 autocast: about 0.2 GB more at batch 8 x 256 on SmolLM2. The loss keeps the
 positions whose next token has a label, and projects them through the output layer in chunks of
-``chunk_rows`` positions. Each chunk
-is checkpointed, so the backward pass recomputes its logits rather than keeping them: the peak is
-one chunk's logits, however long the batch. The value equals the model's own loss (tested),
-including the Trainer's ``num_items_in_batch`` normalisation for gradient accumulation.
+``chunk_rows`` positions. Each chunk is checkpointed, so the backward pass recomputes its logits rather
+than keeping them: the peak is one chunk's logits, however long the batch. The value equals the model's
+own loss (tested), including the Trainer's ``num_items_in_batch`` normalisation for gradient accumulation.
 """
 
 from __future__ import annotations
