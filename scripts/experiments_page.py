@@ -222,15 +222,12 @@ def memory_reading(rows: list[dict]) -> str:
         text += (f"Its weights take {lora['weights_mb']:,.0f} vs {full['weights_mb']:,.0f} MiB because its frozen base "
                  f"is held in {lora['precision']}, a precision choice rather than LoRA itself. ")
     text += (f"The activations are {lora['activations_mb']:,.0f} vs {full['activations_mb']:,.0f} MiB ({acts:.2f}x): "
-             "every layer's inputs are kept for the backward pass whether its weights train or not")
-    if acts < 0.95 and lora["weights_mb"] < full["weights_mb"]:
-        text += ("; LoRA's are fewer because its bf16 base hands its adapters bf16 inputs as they are, while under "
-                 "autocast each layer that reads an fp32 input keeps its own bf16 copy of it")
-    text += f". In all, LoRA's counted total is {total(lora) / total(full):.2f}x full fine-tuning's at this batch. "
+             "every layer's inputs are kept for the backward pass whether its weights train or not. In all, LoRA's "
+             f"counted total is {total(lora) / total(full):.2f}x full fine-tuning's at this batch. ")
     saved, share = 1 - total(lora) / total(full), full["activations_mb"] / total(full)
     text += (f"LoRA saves {saved:.0%} of full fine-tuning's counted bytes here, while the activations, which every "
-             f"method keeps, are {share:.0%} of them: the saving is a fixed number of bytes, a smaller share with longer "
-             "sequences and bigger batches and a larger one on bigger models at small batches. Gradient checkpointing "
+             f"method keeps, are {share:.0%} of them: the saving is a fixed number of bytes, a smaller share with "
+             "longer sequences and bigger batches and a larger one on bigger models at small batches. Gradient checkpointing "
              "(`train.gradient_checkpointing`) is the lever for the activations.")
     return text
 
@@ -386,8 +383,8 @@ def precision_section(results: dict) -> str:
             + markdown_table(METHOD_HEADERS, [method_cells(a), method_cells(b)]) + "\n\n"
             f"The {used} run took {b['train_seconds'] / a['train_seconds']:.2f}x the fp32 run's training time at "
             f"{b['peak_rss_mb'] / a['peak_rss_mb']:.2f}x its peak RSS. bf16 keeps fp32's exponent range, so the same "
-            "learning rate works without loss scaling; its 7-bit mantissa (about 3 significant digits) is why tunelab keeps the trained weights "
-            "(adapters, heads) in fp32.\n")
+            "learning rate works without loss scaling; its 7-bit mantissa (about 3 significant digits) is why tunelab "
+            "keeps the trained weights (adapters, heads) in fp32.\n")
 
 
 # --- 7. transfer, 8. production ------------------------------------------------------------------------------

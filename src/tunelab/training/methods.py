@@ -187,6 +187,7 @@ class Method:
     peft_type: str | None           # PEFT's PeftType of the saved adapter; None: the whole model is saved
     base_bits: int | None = None    # bits per frozen base weight while training (None: fp32)
     paper: str | None = None        # where the method comes from
+    model_loss: bool = False        # trains on the loss the model computes from its labels (see train.labelled_loss)
 
     @property
     def saves_adapter(self) -> bool:
@@ -200,7 +201,8 @@ METHODS: dict[str, Method] = {
     "lora": Method(lora, "LORA", paper="https://arxiv.org/abs/2106.09685"),
     "dora": Method(dora, "LORA", paper="https://arxiv.org/abs/2402.09353"),
     "rslora": Method(rslora, "LORA", paper="https://arxiv.org/abs/2312.03732"),
-    "adalora": Method(adalora, "ADALORA", paper="https://arxiv.org/abs/2303.10512"),
+    # PEFT adds AdaLoRA's orthogonal regularisation to the model's own loss, never to one computed outside it.
+    "adalora": Method(adalora, "ADALORA", paper="https://arxiv.org/abs/2303.10512", model_loss=True),
     "qlora": Method(kbit_lora, "LORA", base_bits=4, paper="https://arxiv.org/abs/2305.14314"),
     "lora-8bit": Method(kbit_lora, "LORA", base_bits=8, paper="https://arxiv.org/abs/2208.07339"),
 }

@@ -162,10 +162,10 @@ def trainable_model(cfg: TunelabConfig, ctx: MethodContext, tokenizer):
 
 def labelled_loss(cfg: TunelabConfig, model) -> LabelledLoss | None:
     """For causal LMs, the loss computed only where labels are set (``causal_loss``), when it is exact
-    for this model and engine; None keeps the model's own loss. AdaLoRA keeps it too: PEFT adds AdaLoRA's
-    orthogonal regularisation to the loss the model computes from its labels, never to one computed outside."""
+    for this model and engine and the method does not need the model's own (``Method.model_loss``: AdaLoRA);
+    None keeps the model's own loss."""
     engine = cfg.train.distributed if world().size > 1 else "none"
-    if cfg.task != "causal_lm" or cfg.method.name == "adalora" or not supported(model, engine):
+    if cfg.task != "causal_lm" or METHODS[cfg.method.name].model_loss or not supported(model, engine):
         return None
     loss = LabelledLoss(model)
     loss.attach(model)
