@@ -124,7 +124,8 @@ def measure(args: argparse.Namespace) -> dict:
     command = ("python scripts/experiments.py" + (" --quick" if args.quick else "")
                + (f" --set {' '.join(args.set)}" if args.set else ""))
     results.update({"date": datetime.date.today().isoformat(), "machine": cpu_description(), "cores": cpu_count(),
-                    "cpu_flags": cpu_flags(), "matmul_gflops": matmul_speeds(), "versions": versions(),
+                    "cpu_flags": cpu_flags(), "matmul_gflops": matmul_speeds(), "matmul_measured_with": [],
+                    "versions": versions(),
                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "command": command})
     steps = {
         "approaches": lambda: approaches(chat, classifier, work),
@@ -144,6 +145,7 @@ def measure(args: argparse.Namespace) -> dict:
         results["sections"][name] = steps[name]()
         results["seconds"][name] = round(time.perf_counter() - started)
         results.setdefault("measured", {})[name] = {"date": results["date"], "command": command}
+        results["matmul_measured_with"].append(name)
         results["classifier"]["data"] = classifier_data(results) or results["classifier"].get("data")
         write_json(last, json.loads(json.dumps(results, default=str)))   # a crash later keeps what was measured
     return results

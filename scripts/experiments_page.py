@@ -12,6 +12,7 @@ from pathlib import Path
 from tunelab.machine import BF16_CLEARLY_FASTER
 from tunelab.quantization import compare as quantize_compare
 from tunelab.studies import advise, bakeoff
+from experiments_header import header
 from tunelab.tables import fmt, markdown_table
 
 SECTION_ORDER = ("approaches", "methods", "memory", "sweeps", "quantization", "precision")
@@ -31,7 +32,7 @@ def render(results: dict, tolerance: float, serve_load: dict | None = None) -> s
     writers = {"approaches": approach_section, "methods": methods_section, "memory": memory_section,
                "sweeps": lambda r: sweeps_section(r, tolerance), "quantization": quantization_section,
                "precision": precision_section}
-    parts = [header(results)]
+    parts = [header(results, SECTION_ORDER)]
     parts += [writers[name](results) for name in SECTION_ORDER if name in results["sections"]]
     parts += [transfer_section(results, tolerance), production_section(results, serve_load)]
     return "\n".join(parts)
@@ -39,62 +40,6 @@ def render(results: dict, tolerance: float, serve_load: dict | None = None) -> s
 
 def ok(rows: list[dict]) -> list[dict]:
     return [r for r in rows if "error" not in r]
-
-
-# --- header ----------------------------------------------------------------------------------------------------
-
-def header(results: dict) -> str:
-    speeds = results.get("matmul_gflops", {})
-    seconds = results.get("seconds", {})
-    gpu = f"GPU: {results['gpu']}" if results.get("gpu") else "no GPU"
-    return (f"# Experiments: what fine-tuning bought, measured\n\n"
-            f"{provenance(results)} Machine: {results['machine']}, {results['cores']} cores, {gpu}, CPU flags "
-            f"{', '.join(results.get('cpu_flags') or ['(none of those checked)'])}; a layer-shaped matmul ran at "
-            f"{speeds.get('fp32_gflops', '?')} GFLOP/s in fp32 and {speeds.get('bf16_gflops', '?')} in bf16; torch "
-            f"{results['versions'].get('torch')}, transformers {results['versions'].get('transformers')}, peft "
-            f"{results['versions'].get('peft')}. The measurement took {sum(seconds.values()) / 60:.0f} minutes "
-            f"({', '.join(f'{k} {v / 60:.0f}' for k, v in seconds.items())}). The script runs tunelab's own commands; "
-            "the command behind each table is shown above it. Regenerate the page with `python scripts/experiments.py` "
-            "(`--only SECTION` measures one section again, `--render-only` rewrites the page)."
-            + missing_sentence(results) + "\n\n"
-            f"**The chat model** (`{results['chat']['config']}`, called CHAT below): {describe(results['chat']['settings'])}."
-            f"\n\n**The classifier** (`{results['classifier']['config']}`, called CLASSIFIER below): "
-            f"{describe(results['classifier']['settings'])}{data_sentence(results['classifier'].get('data'))}.\n")
-
-
-def missing_sentence(results: dict) -> str:
-    missing = [name for name in SECTION_ORDER if name not in results["sections"]]
-    if not missing:
-        return ""
-    return (f" **Not measured yet:** {', '.join(missing)} (`python scripts/experiments.py --only "
-            f"{','.join(missing)}` adds them).")
-
-
-def provenance(results: dict) -> str:
-    """Who measured what when: one sentence when every section came from one run, else one per section."""
-    measured = {name: results.get("measured", {}).get(name, {"date": results["date"], "command": results["command"]})
-                for name in SECTION_ORDER if name in results["sections"]}
-    runs = {(m["date"], m["command"]) for m in measured.values()}
-    if len(runs) <= 1:
-        date, command = next(iter(runs), (results["date"], results["command"]))
-        return f"Every number on this page was measured by `{command}` on {date}."
-    return "Sections were measured by separate runs: " + "; ".join(
-        f"{name} by `{m['command']}` on {m['date']}" for name, m in measured.items()) + "."
-
-
-def describe(s: dict) -> str:
-    return (f"`{s['model']['name']}` on `{s['data']['train']}` (test `{s['data']['test']}`); {s['method']['name']} "
-            f"r={s['lora']['r']}, alpha={s['lora']['lora_alpha']:g}, dropout={s['lora']['lora_dropout']:g} on "
-            f"{s['lora']['target_modules']}, {s['train']['epochs']:g} epoch(s), batch {s['train']['batch_size']}, learning "
-            f"rate {s['train']['learning_rate']:g}, max length {s['data']['max_length']}, seed {s['train']['seed']}, "
-            f"precision {s['train']['precision']}")
-
-
-def data_sentence(data: dict | None) -> str:
-    if not data:
-        return ""
-    return (f"; {data['labels']} labels, {data['train']:,} training, {data['validation']:,} validation and "
-            f"{data['test']:,} test examples")
 
 
 # --- 1. approaches -----------------------------------------------------------------------------------------------

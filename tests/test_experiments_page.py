@@ -42,7 +42,7 @@ def test_experiments_page_generator_on_tiny_models(tmp_path, tiny_bert, tiny_lla
     assert "**The noise first.**" in text  # two seeds measured: the sweep verdicts are judged against them
     assert "| method | precision | batch | trainable params | weights MiB |" in text
     assert "| variant | disk MiB |" in text
-    assert "python scripts/experiments.py --quick" in text
+    assert "python scripts/experiments.py --quick" in text and "in the run that measured" not in text
     refreshed = (docs / "page.md").read_text()
     assert "old" not in refreshed and "| method | precision |" in refreshed and refreshed.endswith("after\n")
     # one section measured again keeps the others' results
@@ -51,6 +51,7 @@ def test_experiments_page_generator_on_tiny_models(tmp_path, tiny_bert, tiny_lla
                        "--classifier", classifier, "--work", tmp_path / "work", "--out", page, "--docs", "",
                        timeout=1800)
     assert "== 1/1 memory" in again and "== 1/6" in out
+    assert "in bf16 in the run that measured memory;" in page.read_text()
     after = json.loads((tmp_path / "work" / "experiments.json").read_text())
     assert after["sections"]["sweeps"] == before["sections"]["sweeps"] and set(after["sections"]) == set(before["sections"])
     # the page is drawn from experiments.json alone: the run folders can go

@@ -160,3 +160,64 @@ def test_deepspeed_zero2_trains_on_cpu(tmp_path, tiny_bert, single):
     assert_matches_single(tmp_path / "run", single)
     assert_written_once(tmp_path / "run", output)
     assert not (tmp_path / "run" / "adapter" / "training_args.bin").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["ddp", "deepspeed-zero2"])
+def test_two_processes_train_in_the_precision_auto_measured(tmp_path, tiny_bert, engine):
+    """bf16 where this CPU's matmuls measure clearly faster (a bf16 frozen base under LoRA), else fp32."""
+    if engine != "ddp":
+        pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install --no-build-isolation deepspeed)")
+        if not shutil.which("g++") and not shutil.which("c++"):
+            pytest.skip("DeepSpeed compiles a communication op on first use and needs a C++ compiler")
+    cfg = config(tmp_path, tiny_bert, batch_size=4, distributed=engine, precision="auto")
+    output = launch(sys.executable, "-m", "tunelab", "train", str(cfg), "--nproc", "2")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    precision = metrics["precision"]
+    assert precision["setting"] == "auto" and precision["used"] in ("bf16", "fp32")
+    assert metrics["device"].endswith(f"{precision['used']})") and metrics["distributed"] == engine
+    assert_written_once(tmp_path / "run", output)
+
+
+CHOICES = ([True, True], [False, True], [True, False])  # bf16 measured clearly faster, by rank
+
+
+def _precision_in_process(rank: int, port: int, out: str) -> None:
+    """One of two gloo processes: for each of ``CHOICES``, the precision it measured as ``precision: auto``
+    records it, and the one it is then told to train in."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    found = []
+    for bf16_by_rank in CHOICES:
+        bf16 = bf16_by_rank[rank]
+        used = {"setting": "auto", "used": "bf16" if bf16 else "fp32"}
+        got = distributed.shared_precision(machine.Device("cpu", bf16, f"measured by {rank}", used))
+        found.append([got.bf16, got.description, got.precision])
+    (Path(out) / f"{rank}.json").write_text(json.dumps(found))
+
+
+def test_every_process_computes_in_one_precision(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    mp.spawn(_precision_in_process, args=(port, str(tmp_path)), nprocs=2)
+    by_rank = [json.loads((tmp_path / f"{rank}.json").read_text()) for rank in (0, 1)]
+    assert by_rank[0] == by_rank[1], "the processes train in different precisions"
+    both_bf16, main_fp32, only_main_bf16 = by_rank[0]
+    assert both_bf16 == [True, "measured by 0", {"setting": "auto", "used": "bf16"}]
+    assert main_fp32 == [False, "measured by 0", {"setting": "auto", "used": "fp32"}]
+    assert only_main_bf16[0] is False and only_main_bf16[1].endswith("fp32)")
+    assert only_main_bf16[2] == {"setting": "auto", "used": "fp32", "why": "not every process measured bf16 clearly faster"}
+
+
+def test_one_process_or_a_precision_not_measured_needs_no_agreement(monkeypatch):
+    device = machine.Device("cpu", True, "here", {"setting": "auto", "used": "bf16"})
+    assert distributed.shared_precision(device) is device
+    monkeypatch.setenv("WORLD_SIZE", "2")  # no process group is started: nothing was measured
+    for setting in ("bf16", "fp32"):
+        device = machine.Device("cpu", setting == "bf16", "here", {"setting": setting, "used": setting})
+        assert distributed.shared_precision(device) is device

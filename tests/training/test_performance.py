@@ -166,6 +166,22 @@ def test_results_page_lists_every_target_and_the_readme_has_its_markers():
     assert "<!-- measured:performance -->" in readme and "<!-- /measured:performance -->" in readme
 
 
+def test_the_results_page_sets_tunelab_s_loop_against_the_plain_loop():
+    from run_all import plain_loop_line
+
+    rows = [{"contestant": "tutorial baseline", "samples_per_second": 10.0},
+            {"contestant": "plain PyTorch loop (length-sorted)", "samples_per_second": 100.0, "speedup_samples": 10.0,
+             "precision": "bf16"},
+            {"contestant": "tunelab defaults", "samples_per_second": 60.0, "loop_samples_per_second": 80.0,
+             "eval_seconds": 5.0, "precision": "bf16"}]
+    [line] = plain_loop_line({"rows": rows})
+    assert "ran at 100.0 samples/s, 10.0x the tutorial baseline" in line and "(0.80x the plain loop)" in line
+    assert "at 60.0." in line and "its 5.0 s of evaluations" in line and "the same precision" in line
+    rows[2]["precision"] = "fp32"
+    assert "bf16 where tunelab's own measurement chose fp32" in plain_loop_line({"rows": rows})[0]
+    assert plain_loop_line({"rows": [rows[0], rows[2]]}) == []
+
+
 @pytest.mark.slow
 def test_memory_benchmark_shows_lora_needs_less_than_full_fine_tuning(tmp_path):
     import json
@@ -236,6 +252,10 @@ def test_training_benchmark_runs_every_contestant_on_small_files(tmp_path, tiny_
         "tunelab LoRA, gradient checkpointing", "tunelab full fine-tuning, gradient checkpointing"]
     assert set(causal["matmul_peak"]) == {"fp32", "bf16"} and causal["date"] == result["machine"]["date"]
     assert cls["rows_trained"] == 40 and causal["rows_trained"] == 16
+    assert [r["contestant"] for r in cls["rows"]] == ["tutorial baseline (Trainer + PEFT, pad 128)",
+                                                      "plain PyTorch loop (length-sorted, no evaluation)",
+                                                      "tunelab defaults"]
+    assert cls["rows"][1]["gflops"] > 0 and cls["rows"][1]["eval_seconds"] == 0
     assert all(r["samples_per_second"] > 0 and r["runs"] == 1 for r in cls["rows"] + causal["rows"])
     assert cls["rows"][-1]["gflops"] > 0 and set(result["matmul_peak"]) == {"fp32", "bf16"}
     assert {v["target"] for v in result["verdicts"]} >= {"classification LoRA samples/s vs tutorial baseline",

@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 
 from tunelab.config.schema import TunelabConfig
 from tunelab.errors import ConfigError
-from tunelab.machine import cpu_count, threads_per_process, world
+from tunelab.machine import Device, cpu_count, describe, threads_per_process, world
 
 TEMPLATES = Path(__file__).with_name("distributed_templates")
 
@@ -106,6 +106,28 @@ def main_first(device_type: str) -> Iterator[bool]:
     state = PartialState(cpu=device_type == "cpu")  # without cpu=True, accelerate sees one process on a CPU box
     with state.main_process_first():
         yield state.is_main_process
+
+
+def shared_precision(device: Device) -> Device:
+    """One precision for every process: the main process's measurement and choice, or fp32 where any process
+    measured bf16 as not clearly faster.
+
+    Under ``precision: auto`` on a CPU each process measures its own matmuls, on cores the others share (or on
+    other machines); two that chose differently would train different models (a bf16 frozen base beside an
+    fp32 one) while averaging their gradients. Starts the process group if nothing has yet (a resumed run)."""
+    if world().size == 1 or device.type != "cpu" or device.precision.get("setting") != "auto":
+        return device  # nothing was measured: every process decided alike
+    import torch.distributed as dist
+    from accelerate import PartialState
+
+    PartialState(cpu=True)
+    chosen: list = [None] * world().size
+    dist.all_gather_object(chosen, device)
+    main = chosen[0]
+    if all(d.bf16 for d in chosen) or not main.bf16:
+        return main
+    return Device(main.type, False, describe(main.type, False),
+                  {**main.precision, "used": "fp32", "why": "not every process measured bf16 clearly faster"})
 
 
 def launch_command(config: str, overrides: list[str], processes: int, resume: bool) -> list[str]:
