@@ -89,7 +89,7 @@ def train_in(run: RunDir, cfg: TunelabConfig, device: Device, resume: bool) -> P
     labels = run.labels() if cfg.task == "classification" else None
     tokenizer = AutoTokenizer.from_pretrained(run.tokenizer_dir)
     threads = set_threads(cfg.train.threads)
-    # measured with the threads training will use; the main process's choice holds for every process
+    # measured with the threads training will use; several processes then agree on one precision
     device = distributed.shared_precision(with_precision(device, cfg.train.precision))
     if cfg.train.return_memory_to_os:
         return_memory_to_os()
