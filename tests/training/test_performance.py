@@ -134,6 +134,30 @@ def test_targets_report_met_and_missed():
     assert target("loss change", 0.03, 0.02, "", higher_is_better=False)["met"] is False
 
 
+
+def test_each_run_trains_with_its_own_seed_and_the_quality_check_takes_the_median_over_seeds(monkeypatch, tmp_path):
+    import train_throughput
+    from run_all import metric_cell, seeds_phrase
+
+    seen = []
+
+    def fake_worker(script, worker, spec):  # seconds and accuracy differ by seed, in different orders
+        seen.append((worker, spec["seed"]))
+        return {"train_seconds": [30.0, 10.0, 20.0][spec["seed"]], "metric": [0.70, 0.80, 0.90][spec["seed"]],
+                "peak_rss_mb": 100.0}
+
+    monkeypatch.setattr(train_throughput, "run_worker", fake_worker)
+    spec = {"case": "classification", "epochs": 1, "lr": 1e-3}
+    case = train_throughput.measure_case(spec, {"baseline": "baseline", "tunelab defaults": "tunelab"}, [10] * 20,
+                                         "accuracy", tmp_path, 3)
+    assert seen == [("baseline", 0), ("baseline", 1), ("baseline", 2), ("tunelab", 0), ("tunelab", 1), ("tunelab", 2)]
+    ours = case["rows"][-1]
+    assert case["seeds"] == [0, 1, 2] and ours["train_seconds"] == 20.0  # the median run's time (seed 2)
+    assert ours["metric"] == 0.8 and ours["metric_all"] == [0.7, 0.8, 0.9]  # the median over seeds, not seed 2's 0.9
+    assert metric_cell("accuracy", ours) == "accuracy 0.8 (0.7, 0.8, 0.9)"
+    assert metric_cell("accuracy", {"metric": 0.8, "metric_all": [0.8]}) == "accuracy 0.8"
+    assert seeds_phrase([0, 1, 2]) == "run k with seed k (seeds 0, 1, 2)" and seeds_phrase([0]) == "seed 0 in every run"
+
 def test_lever_summary_names_the_fastest_setting():
     from levers import summarize
 
