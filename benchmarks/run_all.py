@@ -84,16 +84,17 @@ def train_section(data: dict) -> str:
             rows.append([case, r["contestant"], r["precision"], seconds, r["samples_per_second"], r["tokens_per_second"],
                          r["peak_rss_mb"], metric_cell(c["metric"], r), r.get("speedup_samples", 1), mfu])
     lines.append(markdown_table(headers, rows))
-    lines.append("\nEach contestant ran in its own process; the median of its runs counts (all runs' seconds in "
-                 "brackets; where the runs trained with different seeds, the metric is the median over them, each "
-                 "seed's in brackets). Samples/s and tokens/s cover the whole training call, tunelab's evaluations during training "
+    lines.append("\nEach contestant ran in its own process, run k with seed k where a case says so. Its speed is "
+                 "the median run's (every run's seconds in brackets, seed 0 first), its metric the median over its "
+                 "runs (each run's in brackets, seed 0 first), and the quality targets take the median of the "
+                 "per-seed differences from the baseline. Samples/s and tokens/s cover the whole training call, tunelab's evaluations during training "
                  "included (the baselines evaluate only afterwards). MFU counts non-padding tokens over the "
                  "training loop against the matmul peak of the precision used; the FLOP formula is in "
                  "`benchmarks/train_throughput.py`.")
     for case, c in data["cases"].items():
         lines.append(f"\n{case}: {c['rows_trained']} training rows, {c['mean_tokens']} tokens each on average, "
                      f"{c['epochs']:g} epoch(s), learning rate {c['lr']:g} for every contestant, "
-                     f"{seeds_phrase(c.get('seeds', [0]))}.")
+                     f"{seeds_phrase(c)}.")
         lines.extend(plain_loop_line(c))
     return "\n".join(lines)
 
@@ -104,11 +105,14 @@ def metric_cell(name: str, row: dict) -> str:
     return f"{name} {row['metric']}" + (f" ({', '.join(map(str, each))})" if len(each) > 1 else "")
 
 
-def seeds_phrase(seeds: list[int]) -> str:
+def seeds_phrase(case: dict) -> str:
     """Which seeds a case's runs trained with (runs measured before seeds varied all used seed 0)."""
+    seeds = case.get("seeds", [0])
     if len(seeds) < 2:
         return f"seed {seeds[0]} in every run"
-    return f"run k with seed k (seeds {', '.join(map(str, seeds))})"
+    once = any(r.get("runs", len(seeds)) == 1 for r in case["rows"])
+    return (f"run k with seed k (seeds {', '.join(map(str, seeds))}"
+            + ("; the rows measured once ran with seed 0)" if once else ")"))
 
 
 def plain_loop_line(case: dict) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tunelab.models.causal_loss import IGNORE_INDEX, LabelledLoss, labelled_nll, supported
+from tunelab.models.causal_loss import CHUNK_ROWS, IGNORE_INDEX, LabelledLoss, labelled_nll, supported
 
 
 @pytest.fixture(scope="module", params=["llama", "gpt2"])
@@ -37,7 +37,7 @@ def grads(model) -> list[torch.Tensor]:
     return found
 
 
-@pytest.mark.parametrize("chunk_rows", [1024, 4])
+@pytest.mark.parametrize("chunk_rows", [CHUNK_ROWS, 4])
 @pytest.mark.parametrize("num_items", [None, 40])
 def test_loss_and_gradients_equal_the_models_own(tiny_model, chunk_rows, num_items):
     ids, mask, labels = batch()

@@ -134,7 +134,6 @@ def test_targets_report_met_and_missed():
     assert target("loss change", 0.03, 0.02, "", higher_is_better=False)["met"] is False
 
 
-
 def test_each_run_trains_with_its_own_seed_and_the_quality_check_takes_the_median_over_seeds(monkeypatch, tmp_path):
     import train_throughput
     from run_all import metric_cell, seeds_phrase
@@ -156,7 +155,20 @@ def test_each_run_trains_with_its_own_seed_and_the_quality_check_takes_the_media
     assert ours["metric"] == 0.8 and ours["metric_all"] == [0.7, 0.8, 0.9]  # the median over seeds, not seed 2's 0.9
     assert metric_cell("accuracy", ours) == "accuracy 0.8 (0.7, 0.8, 0.9)"
     assert metric_cell("accuracy", {"metric": 0.8, "metric_all": [0.8]}) == "accuracy 0.8"
-    assert seeds_phrase([0, 1, 2]) == "run k with seed k (seeds 0, 1, 2)" and seeds_phrase([0]) == "seed 0 in every run"
+    assert seeds_phrase(case) == "run k with seed k (seeds 0, 1, 2)"
+    case["rows"].append({"contestant": "tunelab full fine-tuning", "runs": 1})
+    assert seeds_phrase(case) == "run k with seed k (seeds 0, 1, 2; the rows measured once ran with seed 0)"
+    assert seeds_phrase({"rows": case["rows"]}) == "seed 0 in every run"  # measured before seeds varied
+
+
+def test_the_quality_targets_take_the_median_of_the_per_seed_differences():
+    from train_throughput import paired_change
+
+    base, ours = {"metric": 0.80, "metric_all": [0.82, 0.80, 0.78]}, {"metric": 0.79, "metric_all": [0.79, 0.77, 0.81]}
+    change = paired_change(base, ours, lambda b, o: round(100 * (o - b), 2))
+    assert change == -3.0  # per seed -3, -3, +3 (the difference of the medians would say -1)
+    assert paired_change({"metric": 0.8}, {"metric": 0.7, "metric_all": [0.7]}, lambda b, o: round(o - b, 2)) == -0.1
+
 
 def test_lever_summary_names_the_fastest_setting():
     from levers import summarize
