@@ -87,10 +87,10 @@ def train_section(data: dict) -> str:
     lines.append("\nEach contestant ran in its own process, run k with seed k where a case says so. Its speed is "
                  "the median run's (every run's seconds in brackets, seed 0 first), its metric the median over its "
                  "runs (each run's in brackets, seed 0 first), and the quality targets take the median of the "
-                 "per-seed differences from the baseline. Samples/s and tokens/s cover the whole training call, tunelab's evaluations during training "
-                 "included (the baselines evaluate only afterwards). MFU counts non-padding tokens over the "
-                 "training loop against the matmul peak of the precision used; the FLOP formula is in "
-                 "`benchmarks/train_throughput.py`.")
+                 "per-seed differences from the baseline. Samples/s and tokens/s cover the whole training call, "
+                 "tunelab's evaluations during training included (the baselines evaluate only afterwards). MFU "
+                 "counts non-padding tokens over the training loop against the matmul peak of the precision used; "
+                 "the FLOP formula is in `benchmarks/train_throughput.py`.")
     for case, c in data["cases"].items():
         lines.append(f"\n{case}: {c['rows_trained']} training rows, {c['mean_tokens']} tokens each on average, "
                      f"{c['epochs']:g} epoch(s), learning rate {c['lr']:g} for every contestant, "

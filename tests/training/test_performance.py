@@ -126,7 +126,7 @@ def test_only_evaluations_inside_the_training_call_count_against_it():
 
 
 def test_targets_report_met_and_missed():
-    from train_throughput import target
+    from train_verdicts import target
 
     assert target("speed", 12.0, 10.0, "x")["met"] is True
     missed = target("speed", 7.5, 10.0, "x")
@@ -162,7 +162,7 @@ def test_each_run_trains_with_its_own_seed_and_the_quality_check_takes_the_media
 
 
 def test_the_quality_targets_take_the_median_of_the_per_seed_differences():
-    from train_throughput import paired_change
+    from train_verdicts import paired_change
 
     base, ours = {"metric": 0.80, "metric_all": [0.82, 0.80, 0.78]}, {"metric": 0.79, "metric_all": [0.79, 0.77, 0.81]}
     change = paired_change(base, ours, lambda b, o: round(100 * (o - b), 2))

@@ -24,8 +24,7 @@ from torch.utils.checkpoint import checkpoint
 IGNORE_INDEX = -100
 # A chunk's logits and their gradient peak at the start of the backward pass, when every activation is still
 # kept: 256 rows x 49,152 (SmolLM2) is 50 MB per fp32 copy. Measured on SmolLM2-135M, LoRA, batch 8 x 256, 10
-# steps, two runs each: peak RSS 2,772 and 2,822 MiB at 256 rows against 2,941 and 2,967 at 1,024, no slower
-# (43.9 s in the second run at 256, after a first one disturbed by other work at 70.9 s; 46.5 and 48.0 s at 1,024),
+# steps, two runs each: peak RSS 2,772 and 2,822 MiB at 256 rows against 2,941 and 2,967 at 1,024, no slower,
 # and the same loss.
 CHUNK_ROWS = 256
 # Architectures whose logits are exactly output_layer(last hidden state): no soft-capping or scaling.
